@@ -1,0 +1,1 @@
+"""The server's database: tables (``models``), the engine and migrations (``engine``)."""

@@ -1,0 +1,1 @@
+"""WebRTC signalling between exactly the two parties of an open room."""
