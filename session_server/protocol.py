@@ -184,8 +184,12 @@ RELAYED_TYPES = frozenset({"offer", "answer", "candidate"})
 
 
 class Welcome(_Message):
+    """Who the server knows you as, and its clock (a box with a wrong clock must not guess
+    windows from its own)."""
+
     type: Literal["welcome"] = "welcome"
     party: Party
+    server_time: AwareDatetime
 
 
 class Schedule(_Message):

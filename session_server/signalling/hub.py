@@ -192,7 +192,7 @@ class Hub:
                 self._context.window,
             )
         self._connections.add(connection)
-        connection.send(Welcome(party=party))
+        connection.send(Welcome(party=party, server_time=self._context.clock.now()))
         connection.send(Schedule(occurrences=schedule))
         return connection
 
