@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from session_server.api import admin, health, school
@@ -52,9 +54,22 @@ def create_app(settings: ServerSettings, clock: Clock | None = None) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
     )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(health.router)
     app.include_router(admin.router, prefix="/api")
     app.include_router(school.router, prefix="/api/school")
     app.include_router(endpoint.router)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="school-page")
     return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """One readable sentence, naming the fields; never the submitted values (they may be codes)."""
+    assert isinstance(exc, RequestValidationError)  # registered for this type only
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if part != "body") or "request"
+        problems.append(f"{where}: {error['msg']}")
+    return JSONResponse(
+        {"detail": "; ".join(problems)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+    )

@@ -7,13 +7,15 @@ Example::
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -48,8 +50,9 @@ class ServerSettings(BaseSettings):
     ticket_minutes: int = Field(default=180, ge=1, le=24 * 60)
     sign_in_attempts_per_minute: int = Field(default=5, ge=1, le=1000)
 
-    stun_urls: list[str] = Field(default_factory=list)
-    turn_urls: list[str] = Field(default_factory=list)
+    # NoDecode: operators write "turn:a:3478,turn:b:3478", not JSON; the validator splits it.
+    stun_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    turn_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     turn_secret: SecretStr | None = Field(
         default=None, description="coturn static-auth-secret (use-auth-secret mode)"
     )
@@ -63,6 +66,19 @@ class ServerSettings(BaseSettings):
         default=5, ge=1, le=100, description="errors in a row before a client is closed (1008)"
     )
 
+    @field_validator("admin_token", "ticket_secret", "turn_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        # `TWM_SERVER_ADMIN_TOKEN=` in an env file means "not set", not "the empty token".
+        return None if value == "" else value
+
+    @field_validator("admin_token", "ticket_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (try: openssl rand -hex 24)")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -72,6 +88,15 @@ class ServerSettings(BaseSettings):
             raise ValueError(
                 f"unknown time zone {value!r}: use an IANA name such as 'Europe/London'"
             ) from exc
+        return value
+
+    @field_validator("stun_urls", "turn_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("stun_urls", "turn_urls")
