@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -18,6 +19,7 @@ from session_server.tickets import TicketError, verify
 class SchoolPage:
     party: Party
     access_code_id: int
+    expires_at: datetime
 
 
 async def school_from_ticket(context: ServerContext, db: DbSession, ticket_text: str) -> SchoolPage:
@@ -29,7 +31,7 @@ async def school_from_ticket(context: ServerContext, db: DbSession, ticket_text:
     if code.revoked_at is not None:
         raise TicketError("this access code was withdrawn: ask your coordinator for a new one")
     party = Party(kind=PartyKind.SCHOOL, id=code.school.id, name=code.school.name)
-    return SchoolPage(party=party, access_code_id=code.id)
+    return SchoolPage(party=party, access_code_id=code.id, expires_at=ticket.expires_at)
 
 
 async def device_from_token(db: DbSession, token: str) -> Device | None:

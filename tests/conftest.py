@@ -46,7 +46,7 @@ def clock() -> FixedClock:
 def server_settings(tmp_path: Path) -> ServerSettings:
     return ServerSettings(
         data_dir=tmp_path / "server",
-        admin_token=ADMIN_TOKEN,  # type: ignore[arg-type]
+        admin_token=ADMIN_TOKEN,
     )
 
 

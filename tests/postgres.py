@@ -14,7 +14,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 BOOTSTRAP_HINT = "run scripts/bootstrap as root (it installs the postgresql package)"
 SUPERUSER = "postgres"
@@ -40,13 +41,6 @@ def server_binaries() -> Path:
             f"PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: {BOOTSTRAP_HINT}"
         )
     return max(candidates)[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -96,7 +90,7 @@ class PostgresCluster:
             if owner is not None:
                 os.chown(base, owner.pw_uid, owner.pw_gid)
             run_as = owner.pw_name if owner is not None else None
-            cluster = cls(bin_dir=bin_dir, base=base, port=_free_port(), run_as=run_as)
+            cluster = cls(bin_dir=bin_dir, base=base, port=free_port(), run_as=run_as)
             cluster._run(
                 "initdb",
                 "-D", str(cluster.data_dir),

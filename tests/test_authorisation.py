@@ -209,3 +209,19 @@ def test_the_page_without_a_ticket_is_told_to_sign_in(server: RunningServer) -> 
     response = httpx.get(f"{server.url}/api/school/sessions")
     assert response.status_code == 401
     assert "access code" in response.json()["detail"]
+
+
+async def test_a_page_connected_before_its_ticket_expired_cannot_join_after(
+    server: RunningServer, pair: Pair
+) -> None:
+    ticket = sign_in(server, pair.access_code).json()["ticket"]
+    async with SignallingClient(server.ws_url) as page:
+        await page.hello_ticket(ticket)
+        await page.expect(Welcome)
+        await page.expect(Schedule)
+        server.clock.advance(timedelta(minutes=server.settings.ticket_minutes))
+        await page.send(Join(room=ROOM))
+        error = await page.expect(Error)
+        assert error.code is ErrorCode.AUTH_FAILED and "expired" in error.message
+        with pytest.raises(ConnectionClosed):
+            await page.recv()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -33,6 +34,7 @@ class Connection:
     remote: str
     device_id: int | None = None
     access_code_id: int | None = None
+    expires_at: datetime | None = None  # a school page's ticket runs out; a device's never
     room: str | None = None
     _outbox: asyncio.Queue[str | _Close] = field(
         default_factory=lambda: asyncio.Queue(maxsize=OUTBOX_LIMIT)

@@ -183,6 +183,7 @@ class Hub:
                     actor=f"school-page:{party.id}",
                     remote=remote,
                     access_code_id=page.access_code_id,
+                    expires_at=page.expires_at,
                 )
             schedule = await schedule_for(
                 db,
@@ -258,6 +259,9 @@ class Hub:
     async def _join(self, connection: Connection, room_id: str) -> None:
         context = self._context
         now = context.clock.now()
+        if connection.expires_at is not None and now >= connection.expires_at:
+            await self._expel(connection, "your sign-in has expired: sign in again")
+            return
         async with context.db() as db:
             found = await lookup_room(db, room_id)
             occ = (
