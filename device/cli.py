@@ -1,25 +1,214 @@
-"""``twm-device``: the care-home box's command line.
+"""``twm-device``: the box's command line.
 
-``twm-device --help`` lists the commands; ``twm-device version`` prints the installed version.
+twm-device run [--config /etc/twm/device.toml]   # the box itself (systemd runs this)
+twm-device status [--json]                       # for a technician: how is this box?
+twm-device test-audio                            # play a tone, listen with the microphone
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+from datetime import UTC, datetime
 from importlib.metadata import version as distribution_version
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from device import status as status_file
+from device.audio.cards import Direction, default_index, list_cards, resolve
+from device.audio.selftest import self_test
+from device.audio.soundcard import sounddevice_card
+from device.controls.pins import pin_factory
+from device.errors import DeviceError
+from device.settings import DeviceSettings, load
+from session_server import logs
 
 app = typer.Typer(
     name="twm-device",
-    help="The care-home box. Commands arrive with the device issue.",
+    help="The Together with Music box.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a traceback must never print the token
 )
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Settings file [default: $TWM_DEVICE_CONFIG or /etc/twm/device.toml].",
+    ),
+]
 
 
-@app.callback()
-def main() -> None:
-    """The care-home box. Commands arrive with the device issue."""
+def _settings(config: Path | None) -> DeviceSettings:
+    try:
+        return load(config)
+    except DeviceError as exc:
+        errors.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from None
+
+
+def _check_cards(settings: DeviceSettings) -> None:
+    """A named card that does not exist is a wrong setting: say which cards do exist."""
+    cards = list_cards()
+    for wanted, direction in (
+        (settings.audio.input, Direction.INPUT),
+        (settings.audio.output, Direction.OUTPUT),
+    ):
+        resolve(wanted, direction, cards, default_index(direction))
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the box: buttons, lights, sound and the link to the other site."""
+    from device.agent import Agent  # aiortc is heavy: only the command that needs it loads it
+
+    settings = _settings(config)
+    logs.configure("INFO")
+    try:
+        _check_cards(settings)
+        settings.read_token()
+        factory = pin_factory(settings.pins)
+    except DeviceError as exc:
+        errors.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from None
+
+    agent = Agent(settings, card_factory=sounddevice_card, pin_factory=factory)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())
+
+
+def _health_url(server_url: str) -> str:
+    parts = urlsplit(server_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return urlunsplit((scheme, parts.netloc, "/healthz", "", ""))
+
+
+def _server_reachable(settings: DeviceSettings) -> tuple[bool, str]:
+    url = _health_url(settings.server_url)
+    try:
+        response = httpx.get(url, timeout=3.0)
+    except httpx.HTTPError as exc:
+        return False, f"{url}: {type(exc).__name__}"
+    return response.status_code == 200, f"{url}: HTTP {response.status_code}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _gather(settings: DeviceSettings) -> dict[str, Any]:
+    reachable, detail = _server_reachable(settings)
+    report: dict[str, Any] = {"server": {"reachable": reachable, "detail": detail}}
+    try:
+        cards = list_cards()
+        report["cards"] = [
+            {"name": c.name, "inputs": c.inputs, "outputs": c.outputs} for c in cards
+        ]
+        chosen: dict[str, str] = {}
+        for wanted, direction in (
+            (settings.audio.input, Direction.INPUT),
+            (settings.audio.output, Direction.OUTPUT),
+        ):
+            try:
+                chosen[direction.value] = resolve(
+                    wanted, direction, cards, default_index(direction)
+                ).name
+            except DeviceError as exc:
+                chosen[direction.value] = f"none: {exc}"
+        report["chosen"] = chosen
+    except DeviceError as exc:
+        report["cards"] = []
+        report["chosen"] = {"problem": str(exc)}
+    box = status_file.read(settings.runtime_dir)
+    running = box is not None and _pid_alive(box.pid)
+    report["agent"] = {"running": running, "status": box.model_dump(mode="json") if box else None}
+    return report
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """How is this box? State, server, sound cards, microphone level, last errors."""
+    settings = _settings(config)
+    report = _gather(settings)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    agent = report["agent"]
+    box = agent["status"]
+    if not agent["running"]:
+        table.add_row("Box", "[red]not running[/] (systemctl status twm-device)")
+    else:
+        updated = datetime.fromisoformat(box["updated_at"])
+        age = (datetime.now(UTC) - updated).total_seconds()
+        table.add_row("Box", f"{box['state']} (updated {age:.0f} s ago, pid {box['pid']})")
+        table.add_row("Room", box["room"] or "-")
+        table.add_row(
+            "On air", "yes" if box["on_air"] else "no" + (" (muted)" if box["muted"] else "")
+        )
+        table.add_row("Volume", f"{box['volume']}/10")
+        if box["next_session"]:
+            nxt = box["next_session"]
+            table.add_row("Next session", f"{nxt['title']} at {nxt['starts_at']}")
+        audio = box["audio"] or {}
+        level = audio.get("input_dbfs")
+        table.add_row("Input level", f"{level:.1f} dBFS" if level is not None else "-")
+        if box["fault"]:
+            table.add_row("Fault", f"[red]{box['fault']}[/]")
+    server = report["server"]
+    table.add_row(
+        "Server",
+        ("[green]reachable[/] " if server["reachable"] else "[red]unreachable[/] ")
+        + server["detail"],
+    )
+    table.add_row("Sound cards", ", ".join(c["name"] for c in report["cards"]) or "none found")
+    for direction, name in report["chosen"].items():
+        table.add_row(f"  {direction}", name)
+    if box and box["errors"]:
+        for error in box["errors"][-5:]:
+            table.add_row("Last errors", f"{error['at']}: {error['message']}")
+    console.print(table)
+
+
+@app.command("test-audio")
+def test_audio(config: ConfigOption = None) -> None:
+    """Play a tone on the speaker and report what the microphone heard."""
+    settings = _settings(config)
+    try:
+        result = asyncio.run(self_test(settings.audio))
+    except DeviceError as exc:
+        errors.print(str(exc), style="red", markup=False)
+        raise typer.Exit(1) from None
+    # Reported, not judged: a speakerphone's own echo canceller may rightly remove its tone.
+    console.print(result.summary(), markup=False)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from device.errors import ConfigError
+from device.net.link_settings import LinkSettings
 from session_server.protocol import PartyKind
 
 DEFAULT_CONFIG = Path("/etc/twm/device.toml")
@@ -126,6 +127,7 @@ class DeviceSettings(BaseSettings):
     audio: AudioSettings = AudioSettings()
     pins: PinSettings = PinSettings()
     midi: MidiSettings = MidiSettings()
+    link: LinkSettings = LinkSettings()
 
     @model_validator(mode="after")
     def _tls_unless_local(self) -> DeviceSettings:

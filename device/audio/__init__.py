@@ -1,0 +1,9 @@
+"""The box's audio: the sound card, the microphone and speaker as aiortc tracks, cues and volume.
+
+- ``engine.AudioEngine``: what the agent uses (start, tracks, cues, volume, faults and recovery).
+- ``soundcard``: the ``SoundCard`` Protocol and the real card on sounddevice; ``fake_card``: the
+  one tests drive by hand. ``cards``: which card a name in the settings means.
+- ``microphone`` (the outgoing track), ``speaker`` and ``playout`` (the incoming track and the
+  buffer the card's clock drains), ``mixer`` (volume, cues over the call), ``cues`` (the sounds),
+  ``meter`` (levels in dBFS), ``selftest`` (``twm-device test-audio``), ``format`` (48 kHz mono).
+"""

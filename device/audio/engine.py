@@ -1,0 +1,282 @@
+"""The box's audio, as the agent uses it: microphone tracks out, the remote track in, cues,
+volume and mute, and a sound card that may vanish and come back.
+
+    engine = AudioEngine(settings.audio, sounddevice_card, on_failed=..., on_restored=...)
+    await engine.start()                  # never raises for a missing card: on_failed instead
+    pc.addTrack(engine.new_microphone_track())
+    engine.play_remote(remote_track)      # from the peer connection's "track" event
+    engine.set_sending(True)              # on air: the microphone is sent
+    engine.play_cue(Cue.CONNECTED)
+    ...
+    await engine.stop_remote()
+    await engine.close()
+
+The card's callbacks run on PortAudio's threads. They touch only thread-safe parts (the
+playout buffer, the mixer, the level meters) and hand everything else to the event loop with
+``loop.call_soon_threadsafe``; ``on_failed`` and ``on_restored`` always run on the loop.
+
+A failure (the card missing at start, a stream that ends by itself, callbacks that stop, a
+callback that raises) calls ``on_failed(message)`` once. From then on the engine tries to open
+the card again every ``retry_seconds``; a card counts as back only once both directions are
+delivering again, and then ``on_restored()`` is called. Microphone tracks and the remote track
+stay attached through all of this and carry on when the card returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+from aiortc.mediastreams import MediaStreamTrack
+
+from device.audio.cues import cue_sound
+from device.audio.meter import LevelMeter
+from device.audio.microphone import Microphone
+from device.audio.mixer import Mixer
+from device.audio.playout import PlayoutBuffer, PlayoutStats
+from device.audio.soundcard import CardFactory, SoundCard
+from device.audio.speaker import Speaker
+from device.errors import AudioError
+from device.lifecycle.machine import DEFAULT_VOLUME
+from device.lifecycle.states import Cue
+from device.settings import AudioSettings
+
+RETRY_SECONDS = 2.0
+CHECK_SECONDS = 0.25
+
+log = structlog.get_logger("twm.audio")
+
+
+@dataclass(frozen=True)
+class Levels:
+    """RMS levels over the last ~300 ms; None while the card is not running."""
+
+    input_dbfs: float | None
+    output_dbfs: float | None
+
+
+@dataclass(frozen=True)
+class CardsDescription:
+    """Which cards the settings ask for, which are in use, and what is wrong, for ``status``."""
+
+    wanted_input: str
+    wanted_output: str
+    input: str | None  # the card in use; None while there is none
+    output: str | None
+    running: bool  # both directions are delivering
+    problem: str | None  # the failure the engine is recovering from
+    playout: PlayoutStats
+
+
+class AudioEngine:
+    def __init__(
+        self,
+        settings: AudioSettings,
+        card_factory: CardFactory,
+        on_failed: Callable[[str], None],
+        on_restored: Callable[[], None],
+        *,
+        retry_seconds: float = RETRY_SECONDS,
+        check_seconds: float = CHECK_SECONDS,
+    ) -> None:
+        self._settings = settings
+        self._card_factory = card_factory
+        self._on_failed = on_failed
+        self._on_restored = on_restored
+        self._retry_seconds = retry_seconds
+        self._check_seconds = check_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._card: SoundCard | None = None
+        self._generation = 0  # callbacks from an earlier opening of the card are ignored
+        self._problem: str | None = None  # set while failing
+        self._next_attempt = 0.0
+        self._supervisor: asyncio.Task[None] | None = None
+        self._sending = False
+        self._tracks: weakref.WeakSet[Microphone] = weakref.WeakSet()
+        self._playout = PlayoutBuffer()
+        self._speaker = Speaker(self._playout)
+        self._mixer = Mixer(DEFAULT_VOLUME)
+        self._input_meter = LevelMeter()
+        self._output_meter = LevelMeter()
+
+    # --- life ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the card, or report why not (``on_failed``) and keep trying in the background."""
+        if self._supervisor is not None:
+            raise RuntimeError("the audio engine is already started")
+        self._loop = asyncio.get_running_loop()
+        self._open()
+        self._supervisor = self._loop.create_task(self._supervise(), name="twm-audio-supervisor")
+
+    async def close(self) -> None:
+        """Stop everything: the supervisor, the remote track, the microphone tracks, the card."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        await self._speaker.detach()
+        for track in list(self._tracks):
+            track.stop()
+        self._release_card()
+
+    # --- what the agent calls -----------------------------------------------------------
+
+    def new_microphone_track(self) -> Microphone:
+        """A fresh track for a new peer connection (stop it when the connection closes)."""
+        track = Microphone(sending=self._sending, on_stop=self._tracks.discard)
+        self._tracks.add(track)
+        return track
+
+    def play_remote(self, track: MediaStreamTrack) -> None:
+        """Play the other side's audio track, instead of any played before."""
+        self._speaker.attach(track)
+
+    async def stop_remote(self) -> None:
+        await self._speaker.detach()
+
+    def set_sending(self, sending: bool) -> None:
+        """Whether the microphone is sent (on air) or digital silence is (muted, off air)."""
+        self._sending = sending
+        for track in list(self._tracks):
+            track.set_sending(sending)
+
+    @property
+    def sending(self) -> bool:
+        return self._sending
+
+    def set_volume(self, level: int) -> None:
+        self._mixer.set_volume(level)
+
+    def play_cue(self, cue: Cue) -> None:
+        self._mixer.play(cue_sound(cue))
+
+    def levels(self) -> Levels:
+        if not self._running():
+            return Levels(None, None)
+        return Levels(self._input_meter.dbfs(), self._output_meter.dbfs())
+
+    def cards_description(self) -> CardsDescription:
+        card = self._card
+        return CardsDescription(
+            wanted_input=self._settings.input,
+            wanted_output=self._settings.output,
+            input=card.input_name if card is not None else None,
+            output=card.output_name if card is not None else None,
+            running=self._running(),
+            problem=self._problem,
+            playout=self._playout.stats(),
+        )
+
+    # --- the card -----------------------------------------------------------------------
+
+    def _running(self) -> bool:
+        return self._card is not None and self._problem is None and self._card.flowing()
+
+    def _open(self) -> None:
+        loop = self._require_loop()
+        self._generation += 1
+        try:
+            card = self._card_factory(self._settings)
+            card.start(_Handler(self, self._generation, loop))
+        except AudioError as exc:
+            self._fail(str(exc))
+            return
+        self._card = card
+        log.info("audio card opened", input=card.input_name, output=card.output_name)
+
+    def _release_card(self) -> None:
+        card, self._card = self._card, None
+        self._generation += 1
+        if card is not None:
+            card.stop()
+        self._input_meter.reset()
+        self._output_meter.reset()
+
+    def _fail(self, message: str) -> None:
+        """On the loop: the card failed (or could not be opened)."""
+        self._release_card()
+        self._next_attempt = self._require_loop().time() + self._retry_seconds
+        if self._problem is not None:
+            return  # still the same failure: it was reported when it began
+        self._problem = message
+        log.warning("audio card failed", problem=message)
+        self._on_failed(message)
+
+    def _card_failed(self, generation: int, message: str) -> None:
+        if generation == self._generation and self._card is not None:
+            self._fail(message)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_seconds)
+            try:
+                self._supervise_once()
+            except Exception:
+                # The agent's callbacks raising must not end the watch over the card.
+                log.exception("audio supervisor step failed")
+
+    def _supervise_once(self) -> None:
+        card = self._card
+        if card is not None:
+            problem = card.check()
+            if problem is not None:
+                self._fail(problem)
+            elif self._problem is not None and card.flowing():
+                self._problem = None
+                log.info("audio card restored", input=card.input_name, output=card.output_name)
+                self._on_restored()
+        elif self._problem is not None and self._require_loop().time() >= self._next_attempt:
+            self._open()
+
+    def _deliver_input(self, generation: int, block: npt.NDArray[np.int16]) -> None:
+        if generation != self._generation:
+            return
+        for track in list(self._tracks):
+            track.feed(block)
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the audio engine is not started")
+        return self._loop
+
+    # --- for the handler, on audio threads ------------------------------------------------
+
+    def _render(self, out: npt.NDArray[np.float32]) -> None:
+        self._mixer.render(self._playout.pull(len(out)), out)
+        self._output_meter.add(out)
+
+    def _capture(self, block: npt.NDArray[np.int16]) -> None:
+        self._input_meter.add(block)
+
+
+class _Handler:
+    """The engine as one opening of the card sees it; runs on the card's threads."""
+
+    def __init__(self, engine: AudioEngine, generation: int, loop: asyncio.AbstractEventLoop):
+        self._engine = engine
+        self._generation = generation
+        self._loop = loop
+
+    def on_input(self, block: npt.NDArray[np.int16]) -> None:
+        self._engine._capture(block)
+        # The card reuses its buffer after the callback returns: the loop gets a copy.
+        self._hand_over(self._engine._deliver_input, self._generation, block.copy())
+
+    def on_output(self, out: npt.NDArray[np.float32]) -> None:
+        self._engine._render(out)
+
+    def on_error(self, message: str) -> None:
+        self._hand_over(self._engine._card_failed, self._generation, message)
+
+    def _hand_over(self, callback: Callable[..., None], *args: object) -> None:
+        # A closed loop raises RuntimeError: the box is shutting down and nobody is listening.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)

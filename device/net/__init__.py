@@ -1,0 +1,10 @@
+"""The box's network side: the signalling connection to the session server and the live link.
+
+- ``signalling.SignallingClient`` keeps one WebSocket to the server (token hello, reconnect with
+  backoff), turns what the server says into lifecycle events, and relays offers and answers.
+- ``links.LinkManager`` carries out the lifecycle's link actions (OpenLink, CloseLink,
+  SendReaction) with at most one ``link.Link``: an aiortc peer connection with the ``twm`` data
+  channel, heartbeats and reactions.
+- ``ice`` holds what the box needs from ICE that aiortc does not offer: the explicit
+  RTCConfiguration, which local addresses become host candidates, and the route a link took.
+"""
