@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,13 +51,15 @@ def server_settings(tmp_path: Path) -> ServerSettings:
     )
 
 
-@pytest.fixture
-def server(server_settings: ServerSettings, clock: FixedClock) -> Iterator[RunningServer]:
-    """The real app under uvicorn, on its own thread and event loop, on a free loopback port."""
+@contextmanager
+def serving(
+    settings: ServerSettings, clock: FixedClock, host: str = "127.0.0.1"
+) -> Iterator[RunningServer]:
+    """The real app under uvicorn, on its own thread and event loop, on a free port of ``host``."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(server_settings, clock=clock),
-        host="127.0.0.1",
+        create_app(settings, clock=clock),
+        host=host,
         port=port,
         log_level="warning",
         lifespan="on",
@@ -71,12 +74,20 @@ def server(server_settings: ServerSettings, clock: FixedClock) -> Iterator[Runni
         threading.Event().wait(0.01)
     else:
         raise RuntimeError("server did not start")
-    yield RunningServer(
-        url=f"http://127.0.0.1:{port}",
-        ws_url=f"ws://127.0.0.1:{port}/ws",
-        settings=server_settings,
-        clock=clock,
-        admin_headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
-    uv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield RunningServer(
+            url=f"http://{host}:{port}",
+            ws_url=f"ws://{host}:{port}/ws",
+            settings=settings,
+            clock=clock,
+            admin_headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(server_settings: ServerSettings, clock: FixedClock) -> Iterator[RunningServer]:
+    with serving(server_settings, clock) as running:
+        yield running
