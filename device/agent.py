@@ -109,7 +109,12 @@ class Agent:
             on_remote_audio=self._play_remote,
             settings=self._settings.link,
         )
-        buttons = Buttons(self._settings.pins, self._pin_factory, loop, self.post)
+        try:
+            buttons = Buttons(self._settings.pins, self._pin_factory, loop, self.post)
+        except BaseException:
+            lights.close()
+            await links.aclose()
+            raise
         parts = _Parts(audio, lights, signalling, links, buttons)
         self._parts = parts
         try:

@@ -91,7 +91,13 @@ def run(config: ConfigOption = None) -> None:
             loop.add_signal_handler(signum, agent.stop)
         await agent.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except DeviceError as exc:
+        errors.print(str(exc), style="red", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        factory.close()  # after the buttons and lights, which the agent has closed
 
 
 def _health_url(server_url: str) -> str:

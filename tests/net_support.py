@@ -79,7 +79,8 @@ class EventLog:
                     return event
             return None
 
-        return await self.until(found, what or kind.__name__)
+        event: E = await self.until(found, what or kind.__name__)
+        return event
 
     async def until(self, check: Callable[[], Any], what: str) -> Any:
         deadline = self._loop.time() + WAIT
@@ -157,6 +158,7 @@ class Box:
         await self.client.close()
         await self.runner
         await self.ear.close()
+        assert self.log.off_loop == [], "events must arrive on the event loop"
 
 
 def start_box(

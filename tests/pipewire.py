@@ -43,7 +43,7 @@ PortAudio 19.6, pipewire-alsa):
   moves to the default sink. ``vanish()`` removes both (a USB speakerphone takes both with it);
   the microphone's failure is what the box notices.
 - Opening the microphone while its source is missing "succeeds", but the callback is never
-  called: the card's watchdog (callbacks stopped for a second) reports it, and the engine tries
+  called: the card's watchdog (no callback for ``STALL_SECONDS``) reports it, and the engine tries
   again later. Once ``restore()`` has loaded the modules again, the next opening delivers sound.
 """
 
@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -347,11 +348,22 @@ class PipeWire:
     def _wait_for_links(self) -> None:
         """WirePlumber links streams: a recording that delivers sound proves it is at work."""
         probe = self.load_module("module-null-sink", sink_name="twm_probe", rate=RATE, channels=1)
+        recorder = subprocess.Popen(
+            ["pacat", "--record", "--device=twm_probe.monitor", *_RAW],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            asyncio.run(self.record("twm_probe.monitor", 0.02))
-        except (TimeoutError, asyncio.IncompleteReadError):
-            pytest.fail(f"WirePlumber does not link streams:\n{self._logs()}")
+            assert recorder.stdout is not None
+            ready, _, _ = select.select([recorder.stdout], [], [], READY_SECONDS)
+            if not ready or not os.read(recorder.stdout.fileno(), 2 * RATE // 100):
+                pytest.fail(f"WirePlumber does not link streams:\n{self._logs()}")
         finally:
+            recorder.terminate()
+            recorder.wait()
+            if recorder.stdout is not None:
+                recorder.stdout.close()
             self.unload_module(probe)
 
     def _enter_environment(self) -> None:

@@ -39,7 +39,8 @@ def _spectrum(sound: np.ndarray) -> np.ndarray:
     padded = np.zeros(SAMPLE_RATE, dtype=np.float64)
     padded[: len(sound)] = sound
     magnitude = np.abs(np.fft.rfft(padded))[:4000]  # 1 Hz bins up to 4 kHz
-    return magnitude / np.linalg.norm(magnitude)
+    normalised: np.ndarray = magnitude / np.linalg.norm(magnitude)
+    return normalised
 
 
 def _contour(sound: np.ndarray) -> list[int]:

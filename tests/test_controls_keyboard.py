@@ -83,8 +83,8 @@ async def test_keys_typed_on_a_terminal_press_the_buttons(
         # No Enter: the terminal hands over each key as it is typed.
         os.write(typed, b"s")
         await until(lambda: events)
-        os.write(typed, b"ch+-m")
-        await until(lambda: len(events) == 6)
+        os.write(typed, b"ch+-m=")
+        await until(lambda: len(events) == 7)
         assert events == [
             StartPressed(),
             ReactPressed(ReactionKind.CLAP),
@@ -92,13 +92,14 @@ async def test_keys_typed_on_a_terminal_press_the_buttons(
             VolumePressed(+1),
             VolumePressed(-1),
             MutePressed(),
+            VolumePressed(+1),
         ]
     finally:
         keyboard.close()
 
 
-@pytest.mark.parametrize("key", [b"S", b"L"])
-async def test_a_capital_key_holds_start_to_leave(
+@pytest.mark.parametrize("key", [b"S", b"L", b"l"])
+async def test_the_leave_keys_hold_start(
     key: bytes,
     pins: PinSettings,
     factory: MockFactory,

@@ -32,6 +32,7 @@ def test_the_configuration_holds_exactly_the_servers_handed_out() -> None:
         IceServer(urls=["turn:turn.example.org:3478"], username="u", credential="p"),
     ]
     config = rtc_configuration(servers)
+    assert config.iceServers is not None
     assert [(s.urls, s.username, s.credential) for s in config.iceServers] == [
         (["stun:stun.example.org:3478"], None, None),
         (["turn:turn.example.org:3478"], "u", "p"),

@@ -22,6 +22,7 @@ from device.lifecycle.events import (
     LinkUp,
     PeerJoined,
     ReactionArrived,
+    ServerDown,
     ServerUp,
 )
 from device.net.link_settings import LinkSettings
@@ -334,3 +335,28 @@ async def test_media_goes_through_the_turn_relay_the_server_hands_out(
                 await session.home.close()
                 await session.school.close()
             await asyncio.to_thread(server.stop)
+
+
+async def test_losing_the_server_leaves_a_live_link_alone(
+    server_settings: ServerSettings, clock: FixedClock
+) -> None:
+    """Media goes peer to peer: a signalling outage is not a reason to drop the sound."""
+    server = RestartableServer(server_settings, clock, free_port())
+    await asyncio.to_thread(server.start)
+    session: Session | None = None
+    try:
+        pair = seed_pair(server.url, {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        session = await in_room(server.ws_url, pair, room_id(pair.session_id, STARTS_AT))
+        await connected(session)
+        await asyncio.to_thread(server.stop)
+        await session.home.log.next(ServerDown)
+        await session.school.log.next(ServerDown)
+        await audio_flows_both_ways(session)
+        session.home.links.perform(SendReaction(ReactionKind.WAVE))
+        assert await session.school.log.next(ReactionArrived) == ReactionArrived(ReactionKind.WAVE)
+        assert session.home.log.of(LinkDown) == [] and session.school.log.of(LinkDown) == []
+    finally:
+        if session is not None:
+            await session.home.close()
+            await session.school.close()
+        await asyncio.to_thread(server.stop)

@@ -7,7 +7,7 @@
 
 Cues are added to the call audio, never swapped for it: the music carries on under a reaction's
 ding. The sum goes through a soft limiter (linear up to ``KNEE``, then a tanh curve towards
-``CEILING``, just under full scale), so a cue over loud music bends a little instead of clipping hard.
+``CEILING``, just under full scale), so a cue over loud music bends a little instead of clipping.
 
 Volume: ten steps, even in loudness (equal steps in dB, which is how ears hear) from -30 dB at
 step 1 to 0 dB at step 10; step 0 silences the call. Cues follow the volume so they sit at the

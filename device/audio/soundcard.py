@@ -42,7 +42,7 @@ from device.errors import AudioError
 from device.settings import AudioSettings
 
 PIPEWIRE_CAPTURE_PROPS = "{ node.dont-reconnect = true }"
-STALL_SECONDS = 1.0
+STALL_SECONDS = 2.0  # generous: a loaded machine can starve a callback thread for a while
 
 
 class CardHandler(Protocol):

@@ -19,6 +19,8 @@ import os
 import sys
 import termios
 import tty
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal, TextIO
 
 from gpiozero.pins import Factory
@@ -27,7 +29,7 @@ from gpiozero.pins.mock import MockFactory
 from device.errors import ControlsError
 from device.settings import PinSettings
 
-HELP = "keys: s START · S/L hold START (leave) · c clap · h heart · + - volume · m mute · ? help"
+HELP = "keys: s START, S/L hold START (leave), c clap, h heart, + - volume, m mute, ? help"
 
 # A hold lasts this much past pins.hold_seconds, so that gpiozero's hold timer surely fires.
 HOLD_MARGIN_SECONDS = 0.2
@@ -35,18 +37,20 @@ HOLD_MARGIN_SECONDS = 0.2
 Gesture = Literal["press", "hold"]
 
 # key: (the setting naming the button's pin, how the key works it)
-KEYS: dict[str, tuple[str, Gesture]] = {
-    "s": ("start", "press"),
-    "S": ("start", "hold"),
-    "L": ("start", "hold"),
-    "l": ("start", "hold"),
-    "c": ("clap", "press"),
-    "h": ("heart", "press"),
-    "+": ("volume_up", "press"),
-    "=": ("volume_up", "press"),  # the unshifted "+" key
-    "-": ("volume_down", "press"),
-    "m": ("mute", "press"),
-}
+KEYS: Mapping[str, tuple[str, Gesture]] = MappingProxyType(
+    {
+        "s": ("start", "press"),
+        "S": ("start", "hold"),
+        "L": ("start", "hold"),
+        "l": ("start", "hold"),
+        "c": ("clap", "press"),
+        "h": ("heart", "press"),
+        "+": ("volume_up", "press"),
+        "=": ("volume_up", "press"),  # the unshifted "+" key
+        "-": ("volume_down", "press"),
+        "m": ("mute", "press"),
+    }
+)
 
 
 class Keyboard:
