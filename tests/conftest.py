@@ -18,6 +18,9 @@ from session_server.app import create_app
 from session_server.clock import FixedClock
 from session_server.settings import ServerSettings
 
+# Fixtures shared by several test modules, registered once here.
+pytest_plugins = ["tests.controls_support"]
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from device.controls import Buttons, pin_factory
+from device.controls import Buttons
 from device.errors import ControlsError
 from device.lifecycle.events import (
     Event,
@@ -21,6 +21,7 @@ from device.lifecycle.events import (
 )
 from device.settings import PinSettings
 from session_server.protocol import ReactionKind
+from tests.waiting import until
 
 
 class Inbox:
@@ -35,36 +36,9 @@ class Inbox:
         self.threads.add(threading.get_ident())
 
 
-# A bound on every wait, so that a broken control fails the test instead of hanging it.
-WAIT = 5.0
-
-
-async def until(condition: Callable[[], object]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("gave up waiting")
-        await asyncio.sleep(0.01)
-
-
 def press(pin: MockPin) -> None:
     pin.drive_low()
     pin.drive_high()
-
-
-@pytest.fixture
-def pins() -> PinSettings:
-    # A short hold keeps the test quick; nothing asserts how long anything took.
-    return PinSettings(factory="mock", hold_seconds=0.3)
-
-
-@pytest.fixture
-def factory(pins: PinSettings) -> Iterator[MockFactory]:
-    factory = pin_factory(pins)
-    yield factory
-    factory.close()
-    factory.reset()
 
 
 @pytest.fixture

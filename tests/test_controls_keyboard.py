@@ -7,12 +7,12 @@ import io
 import os
 import pty
 import termios
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from device.controls import Buttons, Keyboard, pin_factory
+from device.controls import Buttons, Keyboard
 from device.controls.keyboard import HELP
 from device.errors import ControlsError
 from device.lifecycle.events import (
@@ -25,31 +25,7 @@ from device.lifecycle.events import (
 )
 from device.settings import PinSettings
 from session_server.protocol import ReactionKind
-
-# A bound on every wait, so that a broken control fails the test instead of hanging it.
-WAIT = 5.0
-
-
-async def until(condition: Callable[[], object]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("gave up waiting")
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-def pins() -> PinSettings:
-    return PinSettings(factory="mock", hold_seconds=0.3)
-
-
-@pytest.fixture
-def factory(pins: PinSettings) -> Iterator[MockFactory]:
-    factory = pin_factory(pins)
-    yield factory
-    factory.close()
-    factory.reset()
+from tests.waiting import until
 
 
 @pytest.fixture

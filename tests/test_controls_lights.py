@@ -4,13 +4,13 @@ pin, a reaction's flash returns to the pattern, and the ON-AIR pin is exactly on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from device.controls import Lights, pin_factory
+from device.controls import Lights
 from device.controls.patterns import (
     PATTERNS,
     REACTION_FLASHES,
@@ -24,18 +24,7 @@ from device.controls.patterns import (
 from device.lifecycle.states import State
 from device.settings import PinSettings
 from session_server.protocol import ReactionKind
-
-# A bound on every wait, so that a broken control fails the test instead of hanging it.
-WAIT = 10.0
-
-
-async def until(condition: Callable[[], object]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("gave up waiting")
-        await asyncio.sleep(0.01)
+from tests.waiting import until
 
 
 def changes(start: float, levels: Iterable[float]) -> list[float]:
@@ -71,19 +60,6 @@ def history(pin: MockPWMPin) -> list[float]:
 
 def contains_run(seen: list[float], run: list[float]) -> bool:
     return any(seen[i : i + len(run)] == run for i in range(len(seen) - len(run) + 1))
-
-
-@pytest.fixture
-def pins() -> PinSettings:
-    return PinSettings(factory="mock")
-
-
-@pytest.fixture
-def factory(pins: PinSettings) -> Iterator[MockFactory]:
-    factory = pin_factory(pins)
-    yield factory
-    factory.close()
-    factory.reset()
 
 
 @pytest.fixture
