@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import signal
-from datetime import UTC, datetime
+import time
 from importlib.metadata import version as distribution_version
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,6 +125,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _status_age(settings: DeviceSettings) -> float | None:
+    """Seconds since the box last wrote its status, by this machine's clock at both ends.
+
+    Not from the file's ``updated_at``: that is the server's time (the box aligns to it because
+    its own clock may be wrong: a Pi has no real-time clock), so subtracting it from this
+    machine's clock would be off by however wrong that clock is.
+    """
+    try:
+        written = (settings.runtime_dir / status_file.STATUS_FILE).stat().st_mtime
+    except OSError:  # replaced between reading it and now
+        return None
+    return max(0.0, time.time() - written)
+
+
 def _gather(settings: DeviceSettings) -> dict[str, Any]:
     reachable, detail = _server_reachable(settings)
     report: dict[str, Any] = {"server": {"reachable": reachable, "detail": detail}}
@@ -173,9 +187,9 @@ def status(
     if not agent["running"]:
         table.add_row("Box", "[red]not running[/] (systemctl status twm-device)")
     else:
-        updated = datetime.fromisoformat(box["updated_at"])
-        age = (datetime.now(UTC) - updated).total_seconds()
-        table.add_row("Box", f"{box['state']} (updated {age:.0f} s ago, pid {box['pid']})")
+        age = _status_age(settings)
+        updated = f"updated {age:.0f} s ago" if age is not None else "age unknown"
+        table.add_row("Box", f"{box['state']} ({updated}, pid {box['pid']})")
         table.add_row("Room", box["room"] or "-")
         table.add_row(
             "On air", "yes" if box["on_air"] else "no" + (" (muted)" if box["muted"] else "")

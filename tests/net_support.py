@@ -50,6 +50,7 @@ class EventLog:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.off_loop: list[Event] = []
+        self.listeners: list[Callable[[Event], None]] = []
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
 
@@ -63,6 +64,8 @@ class EventLog:
             return
         self.events.append(event)
         self._changed.set()
+        for listener in self.listeners:
+            listener(event)
 
     def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]

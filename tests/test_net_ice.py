@@ -18,7 +18,7 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
-from device.net.ice import host_addresses, route_of, rtc_configuration
+from device.net.ice import host_addresses, parse_candidate, route_of, rtc_configuration
 from device.net.link_settings import LinkSettings
 from session_server.protocol import IceServer, Route
 from session_server.turn import turn_credential
@@ -142,3 +142,32 @@ async def test_a_connection_through_turn_is_reported_relay(
         assert route_of(offerer) is Route.RELAY
         await eventually(lambda: route_of(answerer) is Route.RELAY, "the answerer's route")
         await asyncio.gather(*(pc.close() for pc in pcs))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "candidate:garbage",
+        "",
+        "candidate:1 1 udp 2122260223 127.0.0.1 9 host",  # no "typ"
+        "candidate:1 1 udp x 127.0.0.1 9 typ host",
+        "candidate:1 one udp 1 127.0.0.1 9 typ host",
+        "candidate:1 1 udp 1 127.0.0.1 9 typ srflx raddr 0.0.0.0 rport nine",
+    ],
+)
+def test_an_unreadable_trickled_candidate_is_none_not_an_exception(line: str) -> None:
+    assert parse_candidate(line) is None
+
+
+def test_a_trickled_candidate_is_read_as_aiortc_does() -> None:
+    candidate = parse_candidate(
+        "candidate:842163049 1 udp 1677729535 192.0.2.7 54400 typ srflx "
+        "raddr 10.0.0.2 rport 54400 generation 0"
+    )
+    assert candidate is not None
+    assert (candidate.ip, candidate.port, candidate.type, candidate.relatedAddress) == (
+        "192.0.2.7",
+        54400,
+        "srflx",
+        "10.0.0.2",
+    )

@@ -21,13 +21,14 @@ from device.lifecycle.events import (
     LinkDown,
     LinkUp,
     PeerJoined,
+    PeerLeft,
     ReactionArrived,
     ServerDown,
     ServerUp,
 )
 from device.net.link_settings import LinkSettings
 from session_server.clock import FixedClock
-from session_server.protocol import Offer, PartyKind, ReactionKind, room_id
+from session_server.protocol import Candidate, Offer, PartyKind, ReactionKind, room_id
 from session_server.settings import ServerSettings
 from tests.conftest import ADMIN_TOKEN, RunningServer, free_port
 from tests.net_support import (
@@ -360,3 +361,103 @@ async def test_losing_the_server_leaves_a_live_link_alone(
             await session.home.close()
             await session.school.close()
         await asyncio.to_thread(server.stop)
+
+
+async def test_trickled_candidates_are_taken_and_broken_ones_ignored(session: Session) -> None:
+    """The page trickles candidates it finds after sending its SDP; the box adds them to the
+    link, and one it cannot read, or the end-of-candidates mark, does not disturb it."""
+    await connected(session)
+    link = session.home.links.link
+    assert link is not None
+    room = session.room
+    for candidate in (
+        Candidate(
+            room=room,
+            candidate="candidate:1 1 udp 2122260223 127.0.0.1 9 typ host",
+            sdp_mid="0",
+            sdp_mline_index=0,
+        ),
+        Candidate(room=room, candidate="candidate:garbage", sdp_mid="0", sdp_mline_index=0),
+        Candidate(room=room, candidate="candidate:1 1 udp 1 127.0.0.1 9 typ host"),  # no mid
+        Candidate(
+            room=room,
+            candidate="candidate:2 1 udp 1 not-an-address 9 typ host",
+            sdp_mid="0",
+        ),
+        Candidate(room=room, candidate="candidate:3 1 udp x 127.0.0.1 y typ host", sdp_mid="0"),
+        Candidate(room=room),  # end of candidates
+    ):
+        assert session.school.client.send(candidate)
+    session.school.links.perform(SendReaction(ReactionKind.CLAP))
+    assert await session.home.log.next(ReactionArrived) == ReactionArrived(ReactionKind.CLAP)
+    await audio_flows_both_ways(session)
+    assert session.home.links.link is link and link.alive
+    assert session.home.log.of(LinkDown) == []
+    # Unreadable, no media section, non-numeric fields; aioice itself drops the bad address.
+    await eventually(lambda: link.bad_candidates == 3, "the unusable candidates counted")
+
+
+class LaggingLifecycle:
+    """Carries out the lifecycle's answer to PeerLeft and PeerJoined, as the agent does, from
+    a queue, but only once released: the care home's link manager sees the other side's new
+    offer before the CloseLink and OpenLink that its leaving and coming back lead to."""
+
+    def __init__(self, box: Box) -> None:
+        self._box = box
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._released = asyncio.Event()
+        self.done: list[object] = []
+        box.log.listeners.append(self._queue.put_nowait)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            if isinstance(event, PeerLeft | PeerJoined):
+                await self._released.wait()
+                if isinstance(event, PeerLeft):
+                    self._box.links.perform(CloseLink(event.room))
+                else:
+                    self._box.links.perform(OpenLink(event.room, offer=False))
+                self.done.append(event)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def test_an_offer_overtaking_the_lifecycles_close_for_the_old_peer_is_kept_and_answered(
+    session: Session,
+) -> None:
+    await connected(session)
+    lifecycle = LaggingLifecycle(session.home)
+    try:
+        offers: list[Offer] = []
+        session.home.client.subscribe(lambda m: offers.append(m) if isinstance(m, Offer) else None)
+        # The school box leaves and comes straight back (as a page does after its connection
+        # dropped), joining second, so it offers at once.
+        school_mark, home_mark = session.school.log.mark(), session.home.log.mark()
+        session.school.client.leave(session.room)
+        session.school.links.perform(CloseLink(session.room))
+        session.school.client.join(session.room)
+        assert await session.school.log.next(JoinAccepted, since=school_mark) == JoinAccepted(
+            session.room, peer_present=True
+        )
+        session.school.links.perform(OpenLink(session.room, offer=True))
+        await eventually(lambda: offers, "the school's new offer at the care home")
+        await session.home.log.next(PeerLeft, since=home_mark)
+        await session.home.log.next(PeerJoined, since=home_mark)
+        assert lifecycle.done == []  # the care home's lifecycle has not caught up yet
+
+        lifecycle.release()
+        await session.school.log.next(LinkUp, since=school_mark)
+        await eventually(lambda: len(lifecycle.done) == 2, "the late CloseLink and OpenLink")
+        link = session.home.links.link
+        assert link is not None and not link.offerer
+        await eventually(lambda: link.alive, "the care home's link answering the new offer")
+        await audio_flows_both_ways(session)
+    finally:
+        await lifecycle.close()

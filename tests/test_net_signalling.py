@@ -359,3 +359,27 @@ async def test_close_stops_a_client_that_is_waiting_to_retry() -> None:
     await eventually(lambda: box.client.attempts >= 1 and box.client.last_error, "a failure")
     await box.close()
     assert box.runner.done() and box.runner.exception() is None
+
+
+async def test_the_window_closing_on_the_server_ends_the_room(
+    server_settings: ServerSettings, clock: FixedClock
+) -> None:
+    settings = server_settings.model_copy(update={"sweep_seconds": 0.1})
+    running = RestartableServer(settings, clock, free_port())
+    await asyncio.to_thread(running.start)
+    home: Client | None = None
+    try:
+        pair = seed_pair(running.url, {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        room = room_id(pair.session_id, STARTS_AT)
+        home = Client(running.ws_url, pair.care_home_token)
+        await home.up()
+        home.client.join(room)
+        await home.log.next(JoinAccepted)
+        clock.set(datetime(2026, 11, 24, 15, 0, tzinfo=UTC))  # 14:45 end + 10 min: closed
+        ended = await home.log.next(RoomEnded)
+        assert ended.room == room and "over" in ended.message
+        assert home.client.room is None
+    finally:
+        if home is not None:
+            await home.close()
+        await asyncio.to_thread(running.stop)

@@ -79,7 +79,7 @@ PROGRAMS = ("dbus-daemon", "pipewire", "wireplumber", "pipewire-pulse", "pactl",
 ALSA_CONF = Path("/usr/share/alsa/alsa.conf")
 ALSA_PIPEWIRE_PLUGIN = "libasound_module_pcm_pipewire.so"
 RATE = 48_000
-READY_SECONDS = 15.0
+READY_SECONDS = 45.0  # generous: a loaded CI machine starts WirePlumber slowly
 
 
 def _pcm(name: str, key: str, node: str) -> str:

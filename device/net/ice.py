@@ -22,8 +22,9 @@ import ipaddress
 from collections.abc import Callable, Iterator, Sequence
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.sdp import candidate_from_sdp
 
 from session_server.protocol import IceServer, Route
 
@@ -107,3 +108,16 @@ def route_of(pc: RTCPeerConnection) -> Route:
             if "relay" in (pair.local_candidate.type, pair.remote_candidate.type):
                 return Route.RELAY
     return Route.DIRECT if found else Route.UNKNOWN
+
+
+def parse_candidate(text: str) -> RTCIceCandidate | None:
+    """A trickled ``candidate:…`` line as aiortc's candidate, or None if it cannot be read.
+    (aiortc's parser asserts on short lines: input from the other side must never reach an
+    assert.)"""
+    bits = text.removeprefix("candidate:").split()
+    if len(bits) < 8 or bits[6] != "typ":
+        return None
+    try:
+        return candidate_from_sdp(" ".join(bits))
+    except (ValueError, IndexError, KeyError):
+        return None

@@ -30,10 +30,9 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
 from pydantic import ValidationError
 
-from device.net.ice import host_addresses, route_of, rtc_configuration
+from device.net.ice import host_addresses, parse_candidate, route_of, rtc_configuration
 from device.net.link_settings import LinkSettings
 from session_server.protocol import (
     DATA_CHANNEL_LABEL,
@@ -98,11 +97,13 @@ class Link:
         self._alive = False
         self._dead = False
         self._closed = False
+        self._torn_down = False
         self._reported_up = False
         self.route = Route.UNKNOWN
         self.heartbeats_heard = 0
         self.reactions_heard = 0
         self.bad_messages = 0  # data-channel messages that were not a protocol PeerMessage
+        self.bad_candidates = 0  # trickled candidates we could not use
 
     # --- what the manager reads -------------------------------------------------------------------
 
@@ -248,13 +249,19 @@ class Link:
         if message.candidate is None:
             await self._pc.addIceCandidate(None)
             return
+        candidate = parse_candidate(message.candidate)
+        if candidate is None:
+            self.bad_candidates += 1
+            log.info("ignored a candidate we could not read", room=self.room)
+            return
+        candidate.sdpMid = message.sdp_mid
+        candidate.sdpMLineIndex = message.sdp_mline_index
         try:
-            candidate = candidate_from_sdp(message.candidate.removeprefix("candidate:"))
-            candidate.sdpMid = message.sdp_mid
-            candidate.sdpMLineIndex = message.sdp_mline_index
             await self._pc.addIceCandidate(candidate)
-        except (ValueError, IndexError):
-            log.info("ignored a candidate we could not use", room=self.room)
+        except Exception:  # e.g. no sdpMid/sdpMLineIndex, an address aioice cannot use
+            # Whatever the other side sends, one bad candidate must not end a good link.
+            self.bad_candidates += 1
+            log.info("ignored a candidate aiortc would not take", room=self.room)
 
     # --- the data channel -------------------------------------------------------------------------
 
@@ -388,13 +395,22 @@ class Link:
             self._report(up=False)
             self._notify()
 
-    async def close(self) -> None:
-        """Tear everything down: tasks, data channel, peer connection, our microphone track."""
+    def retire(self) -> None:
+        """Stop counting as a link now: not alive, and the server told so at once. A ``Leave``
+        sent next must follow the report, which the server only takes from a party in the room.
+        ``close`` does the rest."""
         if self._closed:
             return
         self._closed = True
         self._alive = False
         self._report(up=False)
+
+    async def close(self) -> None:
+        """Tear everything down: tasks, data channel, peer connection, our microphone track."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self.retire()
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:

@@ -13,9 +13,11 @@ Events: ``LinkUp(room)`` when the current link comes alive, ``LinkDown(room)`` w
 was reported up is no longer alive (silence, failure, or a replacement that never came up),
 ``ReactionArrived(kind)``. Closing on request emits nothing: the lifecycle asked for it.
 
-State changes at once when an action is performed, and the negotiation and teardown run in tasks
-the manager tracks, so the agent should call ``perform`` from its event handler: the manager then
-sees actions and signalling messages in the order they happened.
+State changes at once when an action is performed; negotiation and teardown run in tasks the
+manager tracks. Signalling messages reach the manager at once, in the server's order, while the
+lifecycle's actions may come later (the agent queues events): so when the other side has left
+and comes back with a new offer before the lifecycle's CloseLink for its departure, that offer is
+kept for the OpenLink that follows instead of being answered by a link about to be closed.
 
     links = LinkManager(client, on_event, role=PartyKind.CARE_HOME,
                         microphone=make_mic_track, on_remote_audio=speaker.play)
@@ -86,6 +88,9 @@ class LinkManager:
         self._link: Link | None = None
         self._pending: _PendingOffer | None = None
         self._reported_up = False  # the lifecycle was told LinkUp for the current room
+        # The other side left this room since our last open/close: the lifecycle's CloseLink
+        # for that is on its way, so a new offer waits for the OpenLink after it.
+        self._peer_left: str | None = None
         self._teardowns: set[asyncio.Task[None]] = set()
         self._closed = False
         self._unsubscribe = signalling.subscribe(self._on_signal)
@@ -112,6 +117,7 @@ class LinkManager:
             return
         self._retire()
         self._reported_up = False
+        self._peer_left = None
         pending = self._take_pending(room)
         if pending is not None and offer and not self._polite:
             log.info("glare: keeping our own offer, dropping theirs", room=room)
@@ -124,6 +130,8 @@ class LinkManager:
             self._install(room, offer=offer).start()
 
     def close(self, room: str) -> None:
+        if self._peer_left == room:
+            self._peer_left = None
         link = self._link
         if link is None or link.room != room:
             return
@@ -156,6 +164,8 @@ class LinkManager:
                 # Whatever they offered belongs to a connection that has gone.
                 if self._pending is not None and self._pending.room == room:
                     self._pending = None
+                if self._link is not None and self._link.room == room:
+                    self._peer_left = room
             case Offer():
                 self._on_offer(message)
             case Answer():
@@ -171,8 +181,8 @@ class LinkManager:
 
     def _on_offer(self, offer: Offer) -> None:
         link = self._link
-        if link is None or link.room != offer.room:
-            # Not asked for a link yet (OpenLink follows PeerJoined): keep it until asked.
+        if link is None or link.room != offer.room or self._peer_left == offer.room:
+            # Not asked for a link to answer it yet (OpenLink follows PeerJoined): keep it.
             self._pending = _PendingOffer(offer.room, offer.sdp)
         elif link.awaiting_offer:
             link.accept_offer(offer.sdp)
@@ -222,6 +232,7 @@ class LinkManager:
         link, self._link = self._link, None
         if link is None:
             return
+        link.retire()  # at once: the report of its end goes before any Leave that follows
         task = asyncio.get_running_loop().create_task(link.close(), name="link-close")
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)

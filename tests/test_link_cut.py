@@ -1,0 +1,147 @@
+"""The link is cut during a live session, and the boxes rebuild it by themselves.
+
+The care-home box runs as its own process (``twm-device run``, as systemd runs it) inside a
+network namespace whose only way out is a veth pair; the server listens on the host's end of it.
+The school's box runs in this process on the host. Each box has its own virtual sound card on
+the PipeWire rig: a tone plays in the care home's room, and an ear listens to the school's
+speaker. The veth is taken down for 10 s mid-session (a care home's router dropping) and put
+back; nobody presses anything.
+
+What it proves: both boxes notice (reconnecting: the school's state in this process, the care
+home's in the status file it writes), the tone stops reaching the school, and once the link is
+back both boxes are live again by themselves and the tone comes out of the school's speaker again.
+
+Both boxes' cards are real PipeWire cards (no fake): each box opens its own card in its own
+process (PortAudio in this process only ever opens the school's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from device.audio.soundcard import sounddevice_card
+from device.lifecycle.states import State
+from device.settings import load
+from session_server.protocol import PartyKind
+from session_server.settings import ServerSettings
+from tests.box_process import BoxProcess, box_process, technician_status, write_config
+from tests.box_support import RunningBox, running_box, until
+from tests.conftest import RunningServer, serving
+from tests.netns import Namespace, namespace
+from tests.pipewire import PipeWire, pipewire_fixture  # noqa: F401
+from tests.room_sound import Ear, ear_on, tone_in_room
+from tests.running_clock import RunningClock
+from tests.seed import seed_pair
+
+CUT_SECONDS = 10.0
+# Failsafes only, never measurements: a rebuild may wait out a connection attempt that was
+# started while the link was down (link.connect_seconds) and the lifecycle's retry after it.
+NOTICE_SECONDS = 30.0
+RECOVER_SECONDS = 90.0
+# The box rewrites its status every 2 s: a status older than this is stale, however busy the
+# machine (a sanity bound against a wrong clock, not a measurement).
+STALE_SECONDS = 60
+
+
+@pytest.fixture
+def ns() -> Iterator[Namespace]:
+    with namespace() as made:
+        yield made
+
+
+@pytest.fixture
+def veth_server(server_settings: ServerSettings, ns: Namespace) -> Iterator[RunningServer]:
+    """The real server on the host's end of the veth: the namespaced box reaches it only that way.
+    Its clock runs (from Tue 13:50, inside the seeded session's window): see running_clock."""
+    clock = RunningClock(datetime(2026, 11, 24, 13, 50, tzinfo=UTC))
+    with serving(server_settings, clock, host=ns.host_ip) as running:
+        yield running
+
+
+async def live_and_hearing(home: BoxProcess, school: RunningBox, ear: Ear, seconds: float) -> None:
+    await until(lambda: school.state is State.LIVE, "the school box live", seconds)
+    await home.until_state(State.LIVE, seconds=seconds)
+    await until(ear.flowing, "the care home's tone coming out of the school's speaker", seconds)
+
+
+async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
+    pipewire: PipeWire, ns: Namespace, veth_server: RunningServer, tmp_path: Path
+) -> None:
+    pair = seed_pair(veth_server.url, veth_server.admin_headers)
+    tag = secrets.token_hex(3)
+    with (
+        pipewire.box(f"cut_home_{tag}") as home_card,
+        pipewire.box(f"cut_school_{tag}") as school_card,
+        tone_in_room(pipewire, home_card.room),
+        ear_on(pipewire, school_card.speaker) as ear,
+    ):
+        home_config = write_config(
+            tmp_path / "home",
+            server_ws=veth_server.ws_url,
+            token=pair.care_home_token,
+            role=PartyKind.CARE_HOME,
+            audio=home_card.settings,
+            host_addresses=[ns.ns_ip],
+            allow_insecure=True,  # ws:// to another host (the veth), a test network
+            keyboard=True,
+        )
+        school_config = write_config(
+            tmp_path / "school",
+            server_ws=veth_server.ws_url,
+            token=pair.school_device_token,
+            role=PartyKind.SCHOOL,
+            audio=school_card.settings,
+            host_addresses=[ns.host_ip],
+            allow_insecure=True,
+        )
+        with box_process(
+            home_config, runtime_dir=tmp_path / "home" / "run", prefix=ns.exec()
+        ) as home:
+            async with running_box(load(school_config), sounddevice_card) as school:
+                await home.until_state(State.SESSION_SOON)
+                await school.until_state(State.SESSION_SOON)
+                assert ear.silent(), "nothing of the care home is heard before the session"
+
+                school.press("start")
+                await school.until_state(State.WAITING)
+                home.press("s")  # START on the care-home box's keyboard
+                await live_and_hearing(home, school, ear, seconds=20)
+                status = home.status
+                assert status is not None and status.on_air and status.room is not None
+
+                ns.cut()
+                loop = asyncio.get_running_loop()
+                cut_at = loop.time()
+                try:
+                    await until(
+                        lambda: school.state is State.RECONNECTING,
+                        "the school box to notice the link is gone",
+                        NOTICE_SECONDS,
+                    )
+                    await home.until_state(State.RECONNECTING, seconds=NOTICE_SECONDS)
+                    await until(ear.silent, "the tone to stop reaching the school", NOTICE_SECONDS)
+                    await asyncio.sleep(max(0.0, cut_at + CUT_SECONDS - loop.time()))
+                    assert school.state is State.RECONNECTING
+                    assert home.state is State.RECONNECTING
+                finally:
+                    ns.restore()
+
+                # Nobody presses anything: both boxes rebuild the link and the tone flows again.
+                await live_and_hearing(home, school, ear, seconds=RECOVER_SECONDS)
+                status = home.status
+                assert status is not None and status.on_air and status.room is not None
+                assert home.running()
+
+                # The technician's view agrees (in the namespace, as on the box itself).
+                report = await technician_status(home_config, prefix=ns.exec())
+                box_line = re.search(r"Box +live \(updated (\d+) s ago", report)
+                assert box_line is not None, report
+                assert int(box_line.group(1)) < STALE_SECONDS, report
+                assert re.search(r"Server +reachable", report), report
