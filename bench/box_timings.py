@@ -53,7 +53,14 @@ from device.net.link_settings import LinkSettings
 from device.settings import load
 from session_server.protocol import PartyKind
 from session_server.settings import ServerSettings
-from tests.box_process import HOLD_SECONDS, BoxProcess, box_process, state_line, write_config
+from tests.box_process import (
+    HOLD_SECONDS,
+    BoxProcess,
+    box_process,
+    rig_environment,
+    state_line,
+    write_config,
+)
 from tests.box_support import RunningBox, running_box
 from tests.conftest import ADMIN_TOKEN, RunningServer, serving
 from tests.netns import Namespace, namespace
@@ -155,6 +162,7 @@ async def boxes(
                 home_config,
                 runtime_dir=work / name / "home" / "run",
                 prefix=ns.exec() if ns is not None else (),
+                env=rig_environment(pipewire),
             ) as home,
         ):
             async with running_box(load(school_config), sounddevice_card) as school:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device import status as status_file
+from device.audio.virtual import ALSA_CONF, PipeWire
 from device.lifecycle.states import State
 from device.settings import AudioSettings
 from session_server.protocol import PartyKind
@@ -163,7 +164,9 @@ class BoxProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-async def technician_status(config: Path, prefix: Sequence[str] = ()) -> str:
+async def technician_status(
+    config: Path, prefix: Sequence[str] = (), env: dict[str, str] | None = None
+) -> str:
     """What ``twm-device status`` prints for the box (run beside it, as a technician would)."""
     process = await asyncio.create_subprocess_exec(
         *prefix,
@@ -173,7 +176,7 @@ async def technician_status(config: Path, prefix: Sequence[str] = ()) -> str:
         str(config),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**(os.environ if env is None else env), "COLUMNS": "200"},  # no wrapped rows
     )
     out, _ = await asyncio.wait_for(process.communicate(), WAIT_SECONDS)
     text = out.decode(errors="replace")
@@ -187,6 +190,13 @@ def state_line(state: State) -> Callable[[str], bool]:
     return lambda line: "event='state'" in line and f"state='{state.value}'" in line
 
 
+def rig_environment(rig: PipeWire) -> dict[str, str]:
+    """The environment in which a box process finds the rig's PipeWire (its runtime directory
+    and session bus) and the rig's cards by name (the ALSA files the rig wrote)."""
+    alsa = ":".join(str(path) for path in [ALSA_CONF, *rig.alsa_files])
+    return {**rig.env, "ALSA_CONFIG_PATH": alsa}
+
+
 @contextlib.contextmanager
 def box_process(
     config: Path,
@@ -197,7 +207,7 @@ def box_process(
 ) -> Iterator[BoxProcess]:
     """Run ``twm-device run --config CONFIG`` (after ``prefix``, e.g. ``ip netns exec NS``) with
     a pseudo-terminal for its keys; it is stopped, and killed if need be, however the block ends.
-    ``env``: its environment (default: this process's, which holds the PipeWire rig's)."""
+    ``env``: its environment (default: this process's); ``rig_environment`` gives a rig's."""
     environment = dict(os.environ if env is None else env)
     environment["PYTHONUNBUFFERED"] = "1"  # log lines arrive when they happen
     master, slave = os.openpty()

@@ -31,7 +31,13 @@ from device.lifecycle.states import State
 from device.settings import load
 from session_server.protocol import PartyKind
 from session_server.settings import ServerSettings
-from tests.box_process import BoxProcess, box_process, technician_status, write_config
+from tests.box_process import (
+    BoxProcess,
+    box_process,
+    rig_environment,
+    technician_status,
+    write_config,
+)
 from tests.box_support import RunningBox, running_box, until
 from tests.conftest import RunningServer, serving
 from tests.netns import Namespace, namespace
@@ -102,7 +108,10 @@ async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
             allow_insecure=True,
         )
         with box_process(
-            home_config, runtime_dir=tmp_path / "home" / "run", prefix=ns.exec()
+            home_config,
+            runtime_dir=tmp_path / "home" / "run",
+            prefix=ns.exec(),
+            env=rig_environment(pipewire),  # the rig's sockets are files: reachable from the ns
         ) as home:
             async with running_box(load(school_config), sounddevice_card) as school:
                 await home.until_state(State.SESSION_SOON)
@@ -113,8 +122,9 @@ async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
                 await school.until_state(State.WAITING)
                 home.press("s")  # START on the care-home box's keyboard
                 await live_and_hearing(home, school, ear, seconds=20)
-                status = home.status
-                assert status is not None and status.on_air and status.room is not None
+                live = home.status
+                assert live is not None and live.on_air and live.room is not None
+                assert live.pid == home.process.pid  # this box wrote it (ip netns exec execs)
 
                 ns.cut()
                 loop = asyncio.get_running_loop()
@@ -129,19 +139,25 @@ async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
                     await until(ear.silent, "the tone to stop reaching the school", NOTICE_SECONDS)
                     await asyncio.sleep(max(0.0, cut_at + CUT_SECONDS - loop.time()))
                     assert school.state is State.RECONNECTING
-                    assert home.state is State.RECONNECTING
+                    cut = home.status
+                    assert cut is not None and cut.state is State.RECONNECTING
+                    assert not cut.on_air  # ON-AIR is never lit while nothing is sent
+                    assert cut.room == live.room
                 finally:
                     ns.restore()
 
                 # Nobody presses anything: both boxes rebuild the link and the tone flows again.
                 await live_and_hearing(home, school, ear, seconds=RECOVER_SECONDS)
-                status = home.status
-                assert status is not None and status.on_air and status.room is not None
-                assert home.running()
+                back = home.status
+                assert back is not None and back.on_air and back.room == live.room
+                assert back.pid == live.pid and home.running()  # the same box, never restarted
 
                 # The technician's view agrees (in the namespace, as on the box itself).
-                report = await technician_status(home_config, prefix=ns.exec())
+                report = await technician_status(
+                    home_config, prefix=ns.exec(), env=rig_environment(pipewire)
+                )
                 box_line = re.search(r"Box +live \(updated (\d+) s ago", report)
                 assert box_line is not None, report
                 assert int(box_line.group(1)) < STALE_SECONDS, report
                 assert re.search(r"Server +reachable", report), report
+                assert re.search(rf"input +{home_card.mic}", report), report
