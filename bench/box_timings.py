@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.box_timings", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeats", type=int, default=5, help="START → audio samples per setting")
-    parser.add_argument("--cuts", type=int, default=3, help="how many times the link is cut")
+    parser.add_argument("--cuts", type=int, default=5, help="how many times the link is cut")
     parser.add_argument("--cut-seconds", type=float, default=10.0, help="how long each cut lasts")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.cuts < 1 or args.cut_seconds <= 0:

@@ -10,6 +10,8 @@ back; nobody presses anything.
 What it proves: both boxes notice (reconnecting: the school's state in this process, the care
 home's in the status file it writes), the tone stops reaching the school, and once the link is
 back both boxes are live again by themselves and the tone comes out of the school's speaker again.
+The care home's status file tells the truth throughout (its state, ON-AIR off while the link is
+down, the same room, the same process), and so does ``twm-device status`` run beside it.
 
 Both boxes' cards are real PipeWire cards (no fake): each box opens its own card in its own
 process (PortAudio in this process only ever opens the school's).
