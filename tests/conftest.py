@@ -19,7 +19,7 @@ from session_server.clock import FixedClock
 from session_server.settings import ServerSettings
 
 # Fixtures shared by several test modules, registered once here.
-pytest_plugins = ["tests.controls_support"]
+pytest_plugins = ["tests.browser", "tests.controls_support"]
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

@@ -33,10 +33,11 @@ from device.lifecycle import actions as act
 from device.lifecycle.states import State
 from session_server.protocol import PartyKind, ReactionKind, room_id
 from tests.box_support import RunningBox, box_settings, running_box
+from tests.browser import CHROMIUM_ARGS
 from tests.conftest import RunningServer
 from tests.pipewire import Box, PipeWire, pipewire_fixture  # noqa: F401
 from tests.seed import Pair, seed_pair
-from tests.test_school_page_e2e import CARE_HOME, CHROMIUM_ARGS, STARTS_AT
+from tests.test_school_page_e2e import CARE_HOME, STARTS_AT
 
 WAIT_SECONDS = 60.0  # a failsafe for a loaded machine, never a measurement
 WAIT_MS = WAIT_SECONDS * 1000

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, expect
 
 from device.lifecycle.actions import OpenLink, SendReaction
 from device.lifecycle.events import JoinAccepted, LinkUp, PeerJoined, ReactionArrived, ServerUp
@@ -23,39 +22,11 @@ pytestmark = pytest.mark.browser
 
 STARTS_AT = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
 WAIT_MS = 20_000
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection",
-    "--disable-quic",
-]
 
 
 @pytest.fixture
 def pair(server: RunningServer) -> Pair:
     return seed_pair(server.url, server.admin_headers)
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            tmp_path / "chromium-profile",
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=CHROMIUM_ARGS,
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
 
 
 @pytest.fixture

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aioice.ice
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, expect
 
 from session_server.protocol import PartyKind, ReactionKind, room_id
 from tests.conftest import RunningServer
@@ -35,20 +34,6 @@ SCHOOL = "Hillside"
 STARTS_AT = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # 14:00 London winter time
 WAIT_SECONDS = 20.0
 WAIT_MS = WAIT_SECONDS * 1000
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection",
-    "--disable-quic",
-]
 
 
 @dataclass(frozen=True)
@@ -79,21 +64,6 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         return ["127.0.0.1"]
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback)
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            tmp_path / "chromium-profile",
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=CHROMIUM_ARGS,
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
 
 
 @pytest.fixture
