@@ -79,20 +79,34 @@ async def _reload(db: DbSession, row: _Row) -> _Row:
 # --- care homes and schools ------------------------------------------------------------------
 
 
-async def create_care_home(db: DbSession, name: str) -> CareHome:
-    name = _clean(name, "a care home's name", NAME_MAX)
-    clash = f"a care home named {name!r} already exists"
-    if await care_home_named(db, name) is not None:
+_Organisation = TypeVar("_Organisation", CareHome, School)
+
+
+async def _create_organisation(
+    db: DbSession, model: type[_Organisation], name: str, what: str
+) -> _Organisation:
+    """A care home or a school: the same shape, a unique name."""
+    name = _clean(name, f"a {what}'s name", NAME_MAX)
+    clash = f"a {what} named {name!r} already exists"
+    if await _named(db, model, name) is not None:
         raise Conflict(clash)
-    home = CareHome(name=name)
-    db.add(home)
+    row = model(name=name)
+    db.add(row)
     await _commit(db, clash)
-    return home
+    return row
+
+
+async def _named(db: DbSession, model: type[_Organisation], name: str) -> _Organisation | None:
+    row: _Organisation | None = await db.scalar(select(model).where(model.name == name))
+    return row
+
+
+async def create_care_home(db: DbSession, name: str) -> CareHome:
+    return await _create_organisation(db, CareHome, name, "care home")
 
 
 async def care_home_named(db: DbSession, name: str) -> CareHome | None:
-    home: CareHome | None = await db.scalar(select(CareHome).where(CareHome.name == name))
-    return home
+    return await _named(db, CareHome, name)
 
 
 async def list_care_homes(db: DbSession) -> list[CareHome]:
@@ -104,19 +118,11 @@ async def get_care_home(db: DbSession, care_home_id: int) -> CareHome:
 
 
 async def create_school(db: DbSession, name: str) -> School:
-    name = _clean(name, "a school's name", NAME_MAX)
-    clash = f"a school named {name!r} already exists"
-    if await school_named(db, name) is not None:
-        raise Conflict(clash)
-    school = School(name=name)
-    db.add(school)
-    await _commit(db, clash)
-    return school
+    return await _create_organisation(db, School, name, "school")
 
 
 async def school_named(db: DbSession, name: str) -> School | None:
-    school: School | None = await db.scalar(select(School).where(School.name == name))
-    return school
+    return await _named(db, School, name)
 
 
 async def list_schools(db: DbSession) -> list[School]:
