@@ -57,6 +57,14 @@ class AudioSettings(_Section):
         default="speakerphone",
         description="who cancels the speaker's echo: the USB speakerphone itself, or PipeWire",
     )
+    profile: Literal["music", "stock"] = Field(
+        default="music",
+        description=(
+            "'music': 10 ms Opus for music and the adaptive jitter buffer (low delay); "
+            "'stock': aiortc as shipped (20 ms voice frames, 4-packet buffer), the benchmark's "
+            "baseline and a fallback"
+        ),
+    )
 
 
 class PinSettings(_Section):
