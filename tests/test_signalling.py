@@ -267,3 +267,23 @@ async def test_a_newer_connection_of_the_same_side_replaces_the_older(
         assert (await school.expect(Presence)).present
         await school.send(Offer(room=ROOM, sdp="to the new one"))
         assert (await new.expect(Offer)).sdp == "to the new one"
+
+
+async def test_the_admin_device_list_says_which_devices_are_connected_now(
+    server: RunningServer, pair: Pair
+) -> None:
+    def online() -> dict[int, bool]:
+        listed = httpx.get(f"{server.url}/api/devices", headers=server.admin_headers, timeout=10)
+        listed.raise_for_status()
+        return {device["id"]: device["online"] for device in listed.json()}
+
+    assert not any(online().values())
+    async with SignallingClient(server.ws_url) as box:
+        await signed_in(box, pair.care_home_token)
+        connected = online()
+    assert [device for device, up in connected.items() if up] == [pair.care_home_device_id]
+    for _ in range(100):  # the server notices the closed socket a moment later
+        if not any(online().values()):
+            break
+        await asyncio.sleep(0.05)
+    assert not any(online().values())

@@ -133,7 +133,7 @@ async def list_schools(db: Db, admin: Admin) -> list[SchoolOut]:
 # --- devices ---------------------------------------------------------------------------------
 
 
-def _device_out(device: Device) -> DeviceOut:
+def _device_out(device: Device, online: frozenset[int] = frozenset()) -> DeviceOut:
     return DeviceOut(
         id=device.id,
         name=device.name,
@@ -142,6 +142,7 @@ def _device_out(device: Device) -> DeviceOut:
         created_at=device.created_at,
         revoked_at=device.revoked_at,
         last_seen_at=device.last_seen_at,
+        online=device.id in online,
     )
 
 
@@ -169,8 +170,9 @@ async def register_device(
 
 
 @router.get("/devices")
-async def list_devices(db: Db, admin: Admin) -> list[DeviceOut]:
-    return [_device_out(d) for d in await directory.list_devices(db)]
+async def list_devices(db: Db, hub: HubDep, admin: Admin) -> list[DeviceOut]:
+    online = hub.online_devices()
+    return [_device_out(d, online) for d in await directory.list_devices(db)]
 
 
 @router.post("/devices/{device_id}/revoke")

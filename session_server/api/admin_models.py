@@ -71,6 +71,9 @@ class DeviceOut(BaseModel):
     created_at: AwareDatetime
     revoked_at: AwareDatetime | None
     last_seen_at: AwareDatetime | None
+    online: bool = Field(
+        default=False, description="Connected to this server right now (its signalling is up)."
+    )
 
 
 class RegisteredDeviceOut(DeviceOut):

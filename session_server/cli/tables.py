@@ -46,7 +46,10 @@ def _owner(row: Row) -> str:
 def devices(rows: list[Row]) -> Table:
     table = _table("Devices", "ID", "Name", "Belongs to", "Status", "Last seen")
     for row in rows:
-        status = f"revoked {when(row['revoked_at'])}" if row["revoked_at"] else "active"
+        if row["revoked_at"]:
+            status = f"revoked {when(row['revoked_at'])}"
+        else:
+            status = "online" if row.get("online") else "active, not connected"
         table.add_row(str(row["id"]), row["name"], _owner(row), status, when(row["last_seen_at"]))
     return table
 
@@ -124,7 +127,10 @@ def occurrences(rows: list[Row]) -> Table:
 def access_codes(school_name: str, rows: list[Row]) -> Table:
     table = _table(f"Access codes of {school_name}", "ID", "Label", "Issued", "Status")
     for row in rows:
-        status = f"revoked {when(row['revoked_at'])}" if row["revoked_at"] else "active"
+        if row["revoked_at"]:
+            status = f"revoked {when(row['revoked_at'])}"
+        else:
+            status = "online" if row.get("online") else "active, not connected"
         table.add_row(str(row["id"]), row["label"] or "-", when(row["created_at"]), status)
     return table
 

@@ -90,6 +90,10 @@ class Hub:
     def connection_count(self) -> int:
         return len(self._connections)
 
+    def online_devices(self) -> frozenset[int]:
+        """The devices connected (and welcomed) right now."""
+        return frozenset(c.device_id for c in self._connections if c.device_id is not None)
+
     def room_members(self, room: str) -> list[Party]:
         found = self._rooms.get(room)
         return [member.party for member in found.members.values()] if found else []
