@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpReceiver
 from gpiozero import Factory
 
 from device import status
-from device.audio.engine import AudioEngine
+from device.audio.engine import AudioEngine, CardsDescription
+from device.audio.format import SAMPLE_RATE
+from device.audio.playout import TARGET_MS as PLAYOUT_TARGET_MS
 from device.audio.soundcard import CardFactory
 from device.controls.buttons import Buttons
 from device.controls.keyboard import Keyboard
@@ -29,14 +31,29 @@ from device.controls.lights import Lights
 from device.lifecycle import actions as act
 from device.lifecycle import events as ev
 from device.lifecycle.machine import Machine
+from device.lifecycle.states import State
 from device.net.links import LinkManager
+from device.net.sdp import tune_for_music
 from device.net.signalling import SignallingClient
+from device.notify import Notifier
 from device.settings import DeviceSettings
 from session_server.clock import SystemClock
 
 log = structlog.get_logger("twm.agent")
 
 TICK_SECONDS = 1.0
+# The box's state in words, for systemd's STATUS= (`systemctl status twm-device`).
+STATE_WORDS: dict[State, str] = {
+    State.OFFLINE: "offline: cannot reach the session server",
+    State.IDLE: "ready: no session now",
+    State.SESSION_SOON: "a session is open: waiting for START",
+    State.WAITING: "in the session: waiting for the other side",
+    State.CONNECTING: "connecting to the other side",
+    State.LIVE: "live: sound both ways",
+    State.RECONNECTING: "the link dropped: reconnecting",
+    State.ENDED: "the session ended",
+    State.FAULT: "fault: see twm-device status",
+}
 STATUS_SECONDS = 2.0
 
 
@@ -60,12 +77,14 @@ class Agent:
         pin_factory: Factory,
         keyboard_fd: int | None = None,
         on_action: Callable[[act.Action], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._settings = settings
         self._card_factory = card_factory
         self._pin_factory = pin_factory
         self._keyboard_fd = keyboard_fd
         self._on_action = on_action  # a window for tests and the demo; never changes behaviour
+        self._notifier = notifier if notifier is not None else Notifier.from_environment()
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self._machine: Machine | None = None
         self._parts: _Parts | None = None
@@ -108,6 +127,7 @@ class Agent:
             microphone=audio.new_microphone_track,
             on_remote_audio=self._play_remote,
             settings=self._settings.link,
+            tune_sdp=tune_for_music if self._settings.audio.profile == "music" else None,
         )
         try:
             buttons = Buttons(self._settings.pins, self._pin_factory, loop, self.post)
@@ -132,7 +152,15 @@ class Agent:
                 asyncio.create_task(self._write_status(), name="twm-status"),
                 asyncio.create_task(self._step_forever(), name="twm-lifecycle"),
             ]
+            if self._notifier.watchdog_seconds is not None:
+                parts.tasks.append(
+                    asyncio.create_task(
+                        self._feed_watchdog(self._notifier.watchdog_seconds / 2),
+                        name="twm-watchdog",
+                    )
+                )
             log.info("box_started", role=self._settings.role.value, pid=os.getpid())
+            self._notifier.ready(STATE_WORDS[self.machine.state])
             stopping = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait(
                 [*parts.tasks, stopping], return_when=asyncio.FIRST_COMPLETED
@@ -151,6 +179,7 @@ class Agent:
             before = self.machine
             self._machine, actions = before.step(event)
             if self._machine.state is not before.state:
+                self._notifier.status(STATE_WORDS[self._machine.state])
                 log.info(
                     "state",
                     state=self._machine.state.value,
@@ -160,6 +189,19 @@ class Agent:
             if isinstance(event, ev.AudioFailed | ev.JoinRefused | ev.RoomEnded):
                 self._remember(event)
             await self._carry_out(actions)
+
+    async def _feed_watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 every ``interval`` while the box is healthy. This runs on the event loop,
+        so a blocked loop sends nothing, and neither does an audio engine that stopped watching
+        its card: systemd then restarts the box (WatchdogSec in twm-device.service)."""
+        assert self._parts is not None
+        audio = self._parts.audio
+        while True:
+            if audio.healthy:
+                self._notifier.watchdog()
+            else:
+                log.error("watchdog_withheld", reason="the audio engine stopped watching its card")
+            await asyncio.sleep(interval)
 
     async def _tick(self, signalling: SignallingClient) -> None:
         while True:
@@ -203,9 +245,9 @@ class Agent:
             case act.OpenLink() | act.CloseLink() | act.SendReaction():
                 parts.links.perform(action)
 
-    def _play_remote(self, track: MediaStreamTrack) -> None:
+    def _play_remote(self, track: MediaStreamTrack, receiver: RTCRtpReceiver) -> None:
         assert self._parts is not None
-        self._parts.audio.play_remote(track)
+        self._parts.audio.play_remote(track, receiver)
 
     # --- status ------------------------------------------------------------------------------
 
@@ -242,6 +284,7 @@ class Agent:
                 output=cards.output or f"{cards.wanted_output} (not open)",
                 input_dbfs=levels.input_dbfs,
                 output_dbfs=levels.output_dbfs,
+                receive=_receive_status(cards),
             ),
             errors=self._errors,
         )
@@ -257,6 +300,7 @@ class Agent:
             await asyncio.sleep(STATUS_SECONDS)
 
     async def _shut_down(self, parts: _Parts) -> None:
+        self._notifier.stopping()
         for task in parts.tasks:
             task.cancel()
         for task in parts.tasks:
@@ -271,4 +315,28 @@ class Agent:
         await parts.signalling.close()
         await parts.audio.close()
         parts.lights.close()
+        self._notifier.close()
         log.info("box_stopped")
+
+
+def _receive_status(cards: CardsDescription) -> status.ReceiveStatus:
+    jitter = cards.jitter
+    if cards.receive_path == "music" and jitter is not None:
+        return status.ReceiveStatus(
+            path="music",
+            delay_ms=jitter.fill_ms,
+            target_ms=jitter.target_ms,
+            jitter_ms=jitter.jitter_ms,
+            underruns=jitter.underruns,
+            late=jitter.late,
+            concealed=jitter.concealed,
+            dropped_ms=jitter.dropped_ms,
+        )
+    playout = cards.playout
+    return status.ReceiveStatus(
+        path="stock",
+        delay_ms=round(playout.fill * 1000 / SAMPLE_RATE, 2),
+        target_ms=PLAYOUT_TARGET_MS,
+        underruns=playout.underruns,
+        dropped_ms=round(playout.dropped * 1000 / SAMPLE_RATE, 2),
+    )

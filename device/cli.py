@@ -201,6 +201,9 @@ def status(
         audio = box["audio"] or {}
         level = audio.get("input_dbfs")
         table.add_row("Input level", f"{level:.1f} dBFS" if level is not None else "-")
+        receive = audio.get("receive")
+        if receive:
+            table.add_row("Receiving", _receive_line(receive))
         if box["fault"]:
             table.add_row("Fault", f"[red]{box['fault']}[/]")
     server = report["server"]
@@ -216,6 +219,19 @@ def status(
         for error in box["errors"][-5:]:
             table.add_row("Last errors", f"{error['at']}: {error['message']}")
     console.print(table)
+
+
+def _receive_line(receive: dict[str, Any]) -> str:
+    """e.g. "music: 12 ms waiting (target 11 ms, jitter 0 ms); 0 underruns, 1 late, ..."."""
+    jitter = receive.get("jitter_ms")
+    aim = f"target {receive['target_ms']:.0f} ms" + (
+        f", jitter {jitter:.0f} ms" if jitter is not None else ""
+    )
+    return (
+        f"{receive['path']}: {receive['delay_ms']:.0f} ms waiting ({aim}); "
+        f"{receive['underruns']} underruns, {receive['late']} late, "
+        f"{receive['concealed']} concealed, {receive['dropped_ms']:.0f} ms dropped"
+    )
 
 
 @app.command("test-audio")

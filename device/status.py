@@ -10,6 +10,7 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
@@ -25,11 +26,25 @@ class LoggedError(BaseModel):
     message: str
 
 
+class ReceiveStatus(BaseModel):
+    """How the other room's audio is received: which path, and its buffer's figures."""
+
+    path: Literal["music", "stock"]
+    delay_ms: float  # audio waiting for the speaker now
+    target_ms: float  # what the buffer aims to hold
+    jitter_ms: float | None = None  # the measured jitter allowance (music path)
+    underruns: int = 0
+    late: int = 0  # packets that came after their turn (music path)
+    concealed: int = 0  # lost audio filled in (music path)
+    dropped_ms: float = 0.0  # audio skipped to keep the delay down
+
+
 class AudioStatus(BaseModel):
     input: str
     output: str
     input_dbfs: float | None = None
     output_dbfs: float | None = None
+    receive: ReceiveStatus | None = None
 
 
 class Status(BaseModel):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from pydantic import SecretStr
@@ -115,15 +115,18 @@ async def eventually(check: Callable[[], Any], what: str) -> Any:
 
 @dataclass
 class Ear:
-    """Plays nothing: counts the frames of every remote track it is handed and how loud."""
+    """Plays nothing: counts the frames of every remote track it is handed and how loud, and
+    keeps the receiver each came with."""
 
     frames: int = 0
     loudest: int = 0
     tracks: int = 0
+    handed: list[tuple[MediaStreamTrack, RTCRtpReceiver]] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def __call__(self, track: MediaStreamTrack) -> None:
+    def __call__(self, track: MediaStreamTrack, receiver: RTCRtpReceiver) -> None:
         self.tracks += 1
+        self.handed.append((track, receiver))
         task = asyncio.get_running_loop().create_task(self._listen(track))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -172,6 +175,7 @@ def start_box(
     settings: LinkSettings = LOOPBACK,
     backoff: Backoff | None = None,
     clock: FixedClock | None = None,
+    tune_sdp: Callable[[str], str] | None = None,
 ) -> Box:
     log = EventLog()
     ear = Ear()
@@ -190,7 +194,13 @@ def start_box(
         backoff=backoff or Backoff(first=0.05, cap=0.5),
     )
     links = LinkManager(
-        client, log, role=role, microphone=microphone, on_remote_audio=ear, settings=settings
+        client,
+        log,
+        role=role,
+        microphone=microphone,
+        on_remote_audio=ear,
+        settings=settings,
+        tune_sdp=tune_sdp,
     )
     runner = asyncio.get_running_loop().create_task(client.run())
     return Box(role, client, links, log, ear, microphones, runner)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from device import status
 from device.audio.fake_card import FakeCardFactory
 from device.audio.format import BLOCK_FRAMES, SAMPLE_RATE
 from device.lifecycle import actions as act
 from device.lifecycle.states import State
 from session_server.protocol import PartyKind
+from tests.box_process import technician_status
 from tests.box_support import RunningBox, box_settings, running_box, until
 from tests.conftest import RunningServer
 from tests.seed import Pair, seed_pair
@@ -67,9 +70,11 @@ def pair(server: RunningServer) -> Pair:
     return seed_pair(server.url, server.admin_headers)
 
 
+@pytest.mark.parametrize("profile", ["music", "stock"])
 async def test_two_boxes_hold_a_session_through_the_server(
-    server: RunningServer, pair: Pair, tmp_path: Path
+    server: RunningServer, pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, profile: str
 ) -> None:
+    monkeypatch.setenv("TWM_DEVICE_AUDIO__PROFILE", profile)
     async with (
         box_in_room(server, tmp_path, "home", pair.care_home_token, PartyKind.CARE_HOME, 440) as (
             home,
@@ -93,6 +98,27 @@ async def test_two_boxes_hold_a_session_through_the_server(
         # Audio both ways: each room hears the other's tone from its speaker.
         await until(lambda: school_room.heard_peak > 0.05, "the school hears the care home")
         await until(lambda: home_room.heard_peak > 0.05, "the care home hears the school")
+        # Each box receives the profile's way, and its status shows that buffer's figures.
+        for box in (home, school):
+            audio = box.agent.snapshot().audio
+            assert audio is not None and audio.receive is not None
+            assert audio.receive.path == profile
+            if profile == "music":  # the jitter buffer: one frame, margin, measured jitter
+                assert audio.receive.jitter_ms is not None
+                expected = min(11 + audio.receive.jitter_ms, 100)  # capped at TARGET_MAX_MS
+                assert audio.receive.target_ms == pytest.approx(expected, abs=0.02)
+            else:  # the stock playout buffer's fixed target
+                assert audio.receive.jitter_ms is None and audio.receive.target_ms == 40
+
+        # The technician's view: the status file the box writes, as ``twm-device status`` prints.
+        def receive_written() -> bool:
+            written = status.read(school.settings.runtime_dir)
+            return bool(written and written.audio and written.audio.receive)
+
+        await until(receive_written, "the school's status file to show its receive path")
+        report = await technician_status(tmp_path / "school" / "device.toml")
+        pattern = rf"Receiving +{profile}: \d+ ms waiting \(target \d+ ms.*\); \d+ underruns"
+        assert re.search(pattern, report), report
 
         home.press("clap")
         await until(lambda: "reaction" in school.cues(), "the school box chimes for the clap")

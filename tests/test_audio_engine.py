@@ -1,25 +1,35 @@
 """The audio engine on the fake card: tracks, cues, volume and mute, and a card that fails and
-comes back — reported once each way, on the event loop."""
+comes back — reported once each way, on the event loop. Most of it on the "stock" profile; the
+"music" profile's receive path with two real aiortc peers and libopus at the end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 
+import av
 import numpy as np
 import pytest
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from device.audio.engine import AudioEngine
 from device.audio.fake_card import FakeCard, FakeCardFactory
-from device.audio.format import BLOCK_FRAMES, FRAME_SAMPLES
+from device.audio.format import BLOCK_FRAMES, FRAME_SAMPLES, SAMPLE_RATE
+from device.audio.jitter import MAXIMUM_MS
 from device.audio.mixer import volume_gain
 from device.audio.selftest import level_at
 from device.lifecycle.states import Cue
+from device.net.ice import host_addresses, rtc_configuration
+from device.net.rtp_tap import JITTER_BUFFER_ATTRIBUTE, RtpTap
 from device.settings import AudioSettings
-from tests.audio_support import SteppedToneTrack, ToneTrack, until
+from tests.audio_support import SilentForeverTrack, SteppedToneTrack, ToneTrack, until
 
-SETTINGS = AudioSettings(input="Jabra", output="Jabra")
+SETTINGS = AudioSettings(input="Jabra", output="Jabra", profile="stock")
+MUSIC = AudioSettings(input="Jabra", output="Jabra", profile="music")
 
 
 class Reports:
@@ -292,3 +302,193 @@ async def test_close_ends_the_tracks_and_releases_the_card(
     with pytest.raises(MediaStreamError):
         await track.recv()
     assert reports.failed == []
+
+
+# --- the music profile -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def music_engine(factory: FakeCardFactory, reports: Reports) -> AsyncIterator[AudioEngine]:
+    engine = AudioEngine(MUSIC, factory, reports.on_failed, reports.on_restored)
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[RTCRtpReceiver]:
+    """An audio receiver of a peer connection that never connects."""
+    pc = RTCPeerConnection(rtc_configuration([]))
+    yield pc.addTransceiver("audio").receiver
+    await pc.close()
+
+
+async def test_music_microphone_tracks_send_ten_ms_opus_packets(
+    music_engine: AudioEngine, factory: FakeCardFactory
+) -> None:
+    music_engine.set_sending(True)
+    track = music_engine.new_microphone_track()
+    factory.card.push_input(block(1000))
+    sent = await track.recv()
+    assert isinstance(sent, av.Packet)
+    assert sent.pts == 0 and bytes(sent)
+
+
+async def test_a_track_without_a_receiver_plays_the_stock_way_on_the_music_profile(
+    music_engine: AudioEngine, factory: FakeCardFactory
+) -> None:
+    music_engine.set_volume(10)
+    track = SteppedToneTrack(1000, 0.5)
+    music_engine.play_remote(track)
+    assert music_engine.cards_description().receive_path == "stock"
+    track.allow(2)
+    await until(lambda: track.sent == 2, "track.sent == 2")
+    assert level_at(await play(factory.card, track, 10), 1000) == pytest.approx(0.354, abs=0.01)
+
+
+async def test_the_stock_profile_leaves_aiortc_s_receiver_as_it_is(
+    engine: AudioEngine, receiver: RTCRtpReceiver
+) -> None:
+    engine.play_remote(SilentForeverTrack(), receiver)
+    assert type(getattr(receiver, JITTER_BUFFER_ATTRIBUTE)) is JitterBuffer
+    description = engine.cards_description()
+    assert description.receive_path == "stock" and description.jitter is None
+
+
+async def test_music_falls_back_to_stock_when_aiortc_s_receiver_is_not_as_pinned(
+    music_engine: AudioEngine, factory: FakeCardFactory, receiver: RTCRtpReceiver
+) -> None:
+    delattr(receiver, JITTER_BUFFER_ATTRIBUTE)  # as if an aiortc upgrade had moved it
+    music_engine.set_volume(10)
+    track = SteppedToneTrack(1000, 0.5)
+    music_engine.play_remote(track, receiver)
+    assert music_engine.cards_description().receive_path == "stock"
+    track.allow(2)
+    await until(lambda: track.sent == 2, "track.sent == 2")
+    assert level_at(await play(factory.card, track, 10), 1000) == pytest.approx(0.354, abs=0.01)
+
+
+async def test_the_paths_take_over_from_each_other_whichever_played_before(
+    music_engine: AudioEngine, factory: FakeCardFactory, receiver: RTCRtpReceiver
+) -> None:
+    music_engine.set_volume(10)
+    first = SteppedToneTrack(500, 0.5)
+    music_engine.play_remote(first)  # stock: no receiver
+    first.allow(3)
+    await until(lambda: first.sent == 3, "first.sent == 3")
+
+    music_engine.play_remote(SilentForeverTrack(), receiver)  # music takes over
+    assert isinstance(getattr(receiver, JITTER_BUFFER_ATTRIBUTE), RtpTap)
+    description = music_engine.cards_description()
+    assert description.receive_path == "music"
+    assert description.playout.fill == 0  # what the stock path held is gone
+    assert not factory.card.pull_output().any()  # the music path, with nothing yet: silence
+    first.allow(1)
+    await asyncio.sleep(0.05)
+    assert first.sent == 3  # nobody asks the stock track any more
+
+    second = SteppedToneTrack(1000, 0.5)
+    music_engine.play_remote(second)  # e.g. a test tone: the tap is closed, stock plays
+    assert music_engine.cards_description().receive_path == "stock"
+    second.allow(2)
+    await until(lambda: second.sent == 2, "second.sent == 2")
+    assert level_at(await play(factory.card, second, 5), 1000) == pytest.approx(0.354, abs=0.01)
+
+
+class TwoRooms:
+    """Two engines on fake cards joined by real aiortc peers on loopback: the test's 10 ms
+    pump plays a tone into the sender's microphone and takes the receiver's speaker output."""
+
+    def __init__(self, sender: AudioEngine, receiver: AudioEngine, cards: FakeCardFactory) -> None:
+        self.sender, self.receiver = sender, receiver
+        self.sender_card, self.receiver_card = cards.cards[0], cards.cards[1]
+        self.heard: list[np.ndarray] = []
+        self.remote: list[MediaStreamTrack] = []
+        self._phase = 0
+
+    async def pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due += BLOCK_FRAMES / SAMPLE_RATE
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            t = (np.arange(BLOCK_FRAMES) + self._phase) / SAMPLE_RATE
+            self._phase += BLOCK_FRAMES
+            tone = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+            self.sender_card.push_input(tone)
+            self.receiver_card.push_input(block(0))
+            self.heard.append(self.receiver_card.pull_output())
+            self.sender_card.pull_output()
+
+
+async def test_music_path_plays_a_real_peer_s_opus_through_the_jitter_buffer_at_low_delay(
+    factory: FakeCardFactory, reports: Reports
+) -> None:
+    sender = AudioEngine(MUSIC, factory, reports.on_failed, reports.on_restored)
+    receiver = AudioEngine(MUSIC, factory, reports.on_failed, reports.on_restored)
+    await sender.start()
+    await receiver.start()
+    rooms = TwoRooms(sender, receiver, factory)
+    receiver.set_volume(10)
+    sender.set_sending(True)
+    offerer = RTCPeerConnection(rtc_configuration([]))
+    answerer = RTCPeerConnection(rtc_configuration([]))
+
+    @answerer.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        tapped = next(t.receiver for t in answerer.getTransceivers() if t.receiver.track is track)
+        rooms.remote.append(track)
+        receiver.play_remote(track, tapped)
+
+    pump = asyncio.get_running_loop().create_task(rooms.pump())
+    try:
+        offerer.addTrack(sender.new_microphone_track())
+        with host_addresses(("127.0.0.1",)):
+            await offerer.setLocalDescription(await offerer.createOffer())
+            assert offerer.localDescription is not None
+            await answerer.setRemoteDescription(offerer.localDescription)
+            await answerer.setLocalDescription(await answerer.createAnswer())
+            assert answerer.localDescription is not None
+            await offerer.setRemoteDescription(answerer.localDescription)
+
+        def packets() -> int:
+            jitter = receiver.cards_description().jitter
+            return jitter.packets if jitter is not None else 0
+
+        # Three seconds of 10 ms packets: the jitter measured, the initial allowance gone.
+        await until(lambda: packets() >= 300, "300 packets in the jitter buffer")
+        start = len(rooms.heard)
+        await until(lambda: len(rooms.heard) >= start + 100, "one more second played")
+        description = receiver.cards_description()
+        stats = description.jitter
+        assert description.receive_path == "music" and stats is not None
+        played = np.concatenate(rooms.heard[start : start + 100]).astype(np.float64)
+        # The tone, at its level (volume 10 is unity gain), through libopus and our buffer.
+        assert level_at(played, 1000) == pytest.approx(0.354, abs=0.03)
+        # Every packet went to our buffer; aiortc's decoder (the stock path) got nothing.
+        assert stats.packets >= 300 and stats.invalid == 0
+        assert description.playout.fill == 0
+        # The delay is the buffer's own: frame + measured jitter + margin, never above the cap.
+        assert stats.target_ms == pytest.approx(10 + stats.jitter_ms + 1, abs=0.01)
+        assert stats.fill_ms <= MAXIMUM_MS
+        assert stats.headroom_ms is not None
+
+        # The connection closes: the remote track ends and the buffer forgets the stream.
+        await offerer.close()
+        await answerer.close()
+        await until(lambda: rooms.remote[0].readyState == "ended", "the remote track to end")
+        await until(lambda: _jitter_fill(receiver) == 0, "the jitter buffer to empty")
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        await offerer.close()
+        await answerer.close()
+        await sender.close()
+        await receiver.close()
+    assert reports.failed == []
+
+
+def _jitter_fill(engine: AudioEngine) -> float | None:
+    jitter = engine.cards_description().jitter
+    return jitter.fill_ms if jitter is not None else None

@@ -6,7 +6,7 @@ closing leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +27,9 @@ from device.lifecycle.events import (
     ServerUp,
 )
 from device.net.link_settings import LinkSettings
+from device.net.sdp import tune_for_music
 from session_server.clock import FixedClock
-from session_server.protocol import Candidate, Offer, PartyKind, ReactionKind, room_id
+from session_server.protocol import Answer, Candidate, Offer, PartyKind, ReactionKind, room_id
 from session_server.settings import ServerSettings
 from tests.conftest import ADMIN_TOKEN, RunningServer, free_port
 from tests.net_support import (
@@ -63,10 +64,19 @@ async def in_room(
     *,
     home_settings: LinkSettings = LOOPBACK,
     school_settings: LinkSettings = LOOPBACK,
+    tune_sdp: Callable[[str], str] | None = None,
 ) -> Session:
     """Both boxes connected and in the room: the care home first, then the school box."""
-    home = start_box(ws_url, pair.care_home_token, PartyKind.CARE_HOME, settings=home_settings)
-    school = start_box(ws_url, pair.school_device_token, PartyKind.SCHOOL, settings=school_settings)
+    home = start_box(
+        ws_url, pair.care_home_token, PartyKind.CARE_HOME, settings=home_settings, tune_sdp=tune_sdp
+    )
+    school = start_box(
+        ws_url,
+        pair.school_device_token,
+        PartyKind.SCHOOL,
+        settings=school_settings,
+        tune_sdp=tune_sdp,
+    )
     await home.log.next(ServerUp)
     await school.log.next(ServerUp)
     home.client.join(room)
@@ -95,6 +105,10 @@ async def audio_flows_both_ways(session: Session) -> None:
     )
     # The tone itself, not packets of silence.
     await eventually(lambda: home.loudest > 1000 and school.loudest > 1000, "the tones")
+    # Each track came with its own RTCRtpReceiver (the music receive path taps it).
+    for ear in (home, school):
+        track, receiver = ear.handed[-1]
+        assert receiver.track is track
 
 
 @pytest.fixture
@@ -461,3 +475,27 @@ async def test_an_offer_overtaking_the_lifecycles_close_for_the_old_peer_is_kept
         await audio_flows_both_ways(session)
     finally:
         await lifecycle.close()
+
+
+async def test_music_boxes_send_tuned_sdp_and_still_go_live(
+    server: RunningServer, pair: Pair
+) -> None:
+    made = await in_room(
+        server.ws_url, pair, room_id(pair.session_id, STARTS_AT), tune_sdp=tune_for_music
+    )
+    seen: list[Offer | Answer] = []
+    for box in (made.home, made.school):
+        box.client.subscribe(
+            lambda message: seen.append(message) if isinstance(message, Offer | Answer) else None
+        )
+    try:
+        await connected(made)
+        await audio_flows_both_ways(made)
+    finally:
+        await made.home.close()
+        await made.school.close()
+
+    assert sorted(type(message).__name__ for message in seen) == ["Answer", "Offer"]
+    for message in seen:
+        assert "a=ptime:10\r\n" in message.sdp
+        assert "useinbandfec=1" in message.sdp

@@ -4,16 +4,26 @@ volume and mute, and a sound card that may vanish and come back.
     engine = AudioEngine(settings.audio, sounddevice_card, on_failed=..., on_restored=...)
     await engine.start()                  # never raises for a missing card: on_failed instead
     pc.addTrack(engine.new_microphone_track())
-    engine.play_remote(remote_track)      # from the peer connection's "track" event
+    engine.play_remote(track, receiver)   # from the peer connection's "track" event
     engine.set_sending(True)              # on air: the microphone is sent
     engine.play_cue(Cue.CONNECTED)
     ...
     await engine.stop_remote()
     await engine.close()
 
+Two receive paths, by ``audio.profile``:
+
+- "music": the track's ``RTCRtpReceiver`` is tapped (``device.net.rtp_tap``) and its packets go
+  undecoded into our ``JitterBuffer`` (``device.audio.jitter``), which the card's output callback
+  pulls: decoding, loss concealment and the delay are all clocked by the card. The microphone
+  tracks send 10 ms Opus packets (``Microphone(music=True)``).
+- "stock": aiortc as shipped, decoding into the ``PlayoutBuffer`` through ``Speaker``; the
+  benchmark's baseline, and the fallback when the music path cannot be had (aiortc's receiver
+  not as pinned, libopus missing: logged) or a track has no receiver (a test tone).
+
 The card's callbacks run on PortAudio's threads. They touch only thread-safe parts (the
-playout buffer, the mixer, the level meters) and hand everything else to the event loop with
-``loop.call_soon_threadsafe``; ``on_failed`` and ``on_restored`` always run on the loop.
+playout and jitter buffers, the mixer, the level meters) and hand everything else to the event
+loop with ``loop.call_soon_threadsafe``; ``on_failed`` and ``on_restored`` always run on the loop.
 
 A failure (the card missing at start, a stream that ends by itself, callbacks that stop, a
 callback that raises) calls ``on_failed(message)`` once. From then on the engine tries to open
@@ -29,19 +39,22 @@ import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import structlog
+from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamTrack
 
 from device.audio.cues import cue_sound
+from device.audio.jitter import JitterBuffer, JitterStats, OpusCodec
 from device.audio.meter import LevelMeter
 from device.audio.microphone import Microphone
 from device.audio.mixer import Mixer
 from device.audio.playout import PlayoutBuffer, PlayoutStats
 from device.audio.soundcard import CardFactory, SoundCard
-from device.audio.speaker import Speaker
+from device.audio.speaker import Speaker, TappedSpeaker
 from device.errors import AudioError
 from device.lifecycle.machine import DEFAULT_VOLUME
 from device.lifecycle.states import Cue
@@ -49,6 +62,7 @@ from device.settings import AudioSettings
 
 RETRY_SECONDS = 2.0
 CHECK_SECONDS = 0.25
+HEALTHY_CHECKS = 8  # supervisor steps that may be missed before the engine counts as stuck
 
 log = structlog.get_logger("twm.audio")
 
@@ -71,7 +85,9 @@ class CardsDescription:
     output: str | None
     running: bool  # both directions are delivering
     problem: str | None  # the failure the engine is recovering from
-    playout: PlayoutStats
+    receive_path: Literal["music", "stock"]  # which buffer plays the remote audio now
+    playout: PlayoutStats  # the stock path's buffer
+    jitter: JitterStats | None  # the music path's buffer, once a music track has played
 
 
 class AudioEngine:
@@ -97,10 +113,16 @@ class AudioEngine:
         self._problem: str | None = None  # set while failing
         self._next_attempt = 0.0
         self._supervisor: asyncio.Task[None] | None = None
+        self._supervised_at = 0.0  # loop time of the supervisor's last step
         self._sending = False
         self._tracks: weakref.WeakSet[Microphone] = weakref.WeakSet()
         self._playout = PlayoutBuffer()
         self._speaker = Speaker(self._playout)
+        self._jitter: JitterBuffer | None = None  # made for the first music track
+        self._tapped: TappedSpeaker | None = None
+        # What the card's output callback pulls: swapped on the loop, read on the card's thread
+        # (one reference, so the read is atomic).
+        self._source: PlayoutBuffer | JitterBuffer = self._playout
         self._mixer = Mixer(DEFAULT_VOLUME)
         self._input_meter = LevelMeter()
         self._output_meter = LevelMeter()
@@ -112,6 +134,7 @@ class AudioEngine:
         if self._supervisor is not None:
             raise RuntimeError("the audio engine is already started")
         self._loop = asyncio.get_running_loop()
+        self._supervised_at = self._loop.time()
         self._open()
         self._supervisor = self._loop.create_task(self._supervise(), name="twm-audio-supervisor")
 
@@ -122,7 +145,7 @@ class AudioEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
-        await self._speaker.detach()
+        await self.stop_remote()
         for track in list(self._tracks):
             track.stop()
         self._release_card()
@@ -131,16 +154,37 @@ class AudioEngine:
 
     def new_microphone_track(self) -> Microphone:
         """A fresh track for a new peer connection (stop it when the connection closes)."""
-        track = Microphone(sending=self._sending, on_stop=self._tracks.discard)
+        track = Microphone(
+            sending=self._sending,
+            on_stop=self._tracks.discard,
+            music=self._settings.profile == "music",
+        )
         self._tracks.add(track)
         return track
 
-    def play_remote(self, track: MediaStreamTrack) -> None:
-        """Play the other side's audio track, instead of any played before."""
+    def play_remote(self, track: MediaStreamTrack, receiver: RTCRtpReceiver | None = None) -> None:
+        """Play the other side's audio track, instead of any played before.
+
+        ``receiver``: the track's ``RTCRtpReceiver``, which the music path needs; without one
+        (a track not from a peer connection) the track plays the stock way."""
+        if self._settings.profile == "music" and receiver is not None:
+            try:
+                self._music_speaker().attach(track, receiver)
+            except AudioError as exc:
+                log.warning("the music receive path is not available: stock", problem=str(exc))
+            else:
+                self._speaker.release()
+                self._source = self._require_jitter()
+                return
+        if self._tapped is not None:
+            self._tapped.release()
         self._speaker.attach(track)
+        self._source = self._playout
 
     async def stop_remote(self) -> None:
         await self._speaker.detach()
+        if self._tapped is not None:
+            await self._tapped.detach()
 
     def set_sending(self, sending: bool) -> None:
         """Whether the microphone is sent (on air) or digital silence is (muted, off air)."""
@@ -172,8 +216,24 @@ class AudioEngine:
             output=card.output_name if card is not None else None,
             running=self._running(),
             problem=self._problem,
+            receive_path="music" if self._source is self._jitter else "stock",
             playout=self._playout.stats(),
+            jitter=self._jitter.stats() if self._jitter is not None else None,
         )
+
+    # --- the music path -------------------------------------------------------------------
+
+    def _music_speaker(self) -> TappedSpeaker:
+        """The music path's speaker and buffer, made once (AudioError: no libopus)."""
+        if self._tapped is None:
+            self._jitter = JitterBuffer(OpusCodec)
+            self._tapped = TappedSpeaker(self._jitter)
+        return self._tapped
+
+    def _require_jitter(self) -> JitterBuffer:
+        if self._jitter is None:
+            raise RuntimeError("the music path has no buffer yet")
+        return self._jitter
 
     # --- the card -----------------------------------------------------------------------
 
@@ -214,9 +274,20 @@ class AudioEngine:
         if generation == self._generation and self._card is not None:
             self._fail(message)
 
+    @property
+    def healthy(self) -> bool:
+        """The engine is watching its card: the supervisor ran a step within a few intervals.
+
+        A missing or failed card is *not* unhealthy (the engine is handling it, and the box says
+        so); a supervisor that stopped or stalls is: that is for systemd's watchdog to act on."""
+        if self._supervisor is None or self._supervisor.done() or self._loop is None:
+            return False
+        return self._loop.time() - self._supervised_at <= HEALTHY_CHECKS * self._check_seconds
+
     async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(self._check_seconds)
+            self._supervised_at = self._require_loop().time()
             try:
                 self._supervise_once()
             except Exception:
@@ -250,7 +321,7 @@ class AudioEngine:
     # --- for the handler, on audio threads ------------------------------------------------
 
     def _render(self, out: npt.NDArray[np.float32]) -> None:
-        self._mixer.render(self._playout.pull(len(out)), out)
+        self._mixer.render(self._source.pull(len(out)), out)
         self._output_meter.add(out)
 
     def _capture(self, block: npt.NDArray[np.int16]) -> None:

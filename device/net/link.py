@@ -28,6 +28,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCDataChannel,
     RTCPeerConnection,
+    RTCRtpReceiver,
     RTCSessionDescription,
 )
 from pydantic import ValidationError
@@ -50,6 +51,10 @@ from session_server.protocol import (
 
 log = structlog.get_logger("twm.device.link")
 
+# The other room's audio: its track, and the RTCRtpReceiver it comes through (the music receive
+# path takes the RTP packets from the receiver itself).
+RemoteAudio = Callable[[MediaStreamTrack, RTCRtpReceiver], None]
+
 
 class SignalSender(Protocol):
     """The part of the signalling client a link uses."""
@@ -68,10 +73,11 @@ class Link:
         ice_servers: Sequence[IceServer],
         signalling: SignalSender,
         microphone: Callable[[], MediaStreamTrack],
-        on_remote_audio: Callable[[MediaStreamTrack], None],
+        on_remote_audio: RemoteAudio,
         on_change: Callable[[Link], None],
         on_reaction: Callable[[Link, ReactionKind], None],
         settings: LinkSettings,
+        tune_sdp: Callable[[str], str] | None = None,
     ) -> None:
         self.room = room
         self.offerer = offer
@@ -82,6 +88,9 @@ class Link:
         self._on_change = on_change
         self._on_reaction = on_reaction
         self._settings = settings
+        # The SDP we send, as the other side should read it (e.g. ``device.net.sdp.tune_for_music``:
+        # aiortc ignores ptime and Opus parameters, the browser obeys them).
+        self._tune_sdp = tune_sdp
 
         self._pc: RTCPeerConnection | None = None
         self._track: MediaStreamTrack | None = None
@@ -188,8 +197,16 @@ class Link:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind != "audio" or self._closed:
                 return
+            # aiortc emits "track" from setRemoteDescription, before any media flows: a tap on
+            # the receiver installed now sees every packet.
+            receiver = next(
+                (t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None
+            )
+            if receiver is None:  # aiortc made the track for a receiver: never expected
+                log.warning("a remote track without its receiver: not played", room=self.room)
+                return
             try:
-                self._on_remote_audio(track)
+                self._on_remote_audio(track, receiver)
             except Exception:
                 log.exception("the remote audio handler failed", room=self.room)
 
@@ -235,7 +252,8 @@ class Link:
         description = pc.localDescription
         if self._closed or description is None:
             return
-        if not self._signalling.send(kind(room=self.room, sdp=description.sdp)):
+        sdp = description.sdp if self._tune_sdp is None else self._tune_sdp(description.sdp)
+        if not self._signalling.send(kind(room=self.room, sdp=sdp)):
             log.warning("could not send our SDP: the server is not connected", room=self.room)
 
     async def _remote_description_set(self) -> None:

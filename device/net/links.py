@@ -20,7 +20,7 @@ and comes back with a new offer before the lifecycle's CloseLink for its departu
 kept for the OpenLink that follows instead of being answered by a link about to be closed.
 
     links = LinkManager(client, on_event, role=PartyKind.CARE_HOME,
-                        microphone=make_mic_track, on_remote_audio=speaker.play)
+                        microphone=make_mic_track, on_remote_audio=engine.play_remote)
     links.perform(OpenLink(room, offer=True))
     ...
     await links.aclose()
@@ -37,7 +37,7 @@ from aiortc import MediaStreamTrack
 
 from device.lifecycle.actions import CloseLink, OpenLink, SendReaction
 from device.lifecycle.events import Event, LinkDown, LinkUp, ReactionArrived
-from device.net.link import Link
+from device.net.link import Link, RemoteAudio
 from device.net.link_settings import LinkSettings
 from device.net.signalling import PeerSignal, SignallingClient
 from session_server.protocol import (
@@ -76,10 +76,12 @@ class LinkManager:
         *,
         role: PartyKind,
         microphone: Callable[[], MediaStreamTrack],
-        on_remote_audio: Callable[[MediaStreamTrack], None],
+        on_remote_audio: RemoteAudio,
         settings: LinkSettings | None = None,
+        tune_sdp: Callable[[str], str] | None = None,
     ) -> None:
         self._signalling = signalling
+        self._tune_sdp = tune_sdp
         self._on_event = on_event
         self._polite = is_polite(role)
         self._microphone = microphone
@@ -223,6 +225,7 @@ class LinkManager:
             on_change=self._on_link_change,
             on_reaction=self._on_reaction,
             settings=self._settings,
+            tune_sdp=self._tune_sdp,
         )
         self._link = link
         log.info("link opening", room=room, offer=offer)
