@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import select
 import shutil
@@ -152,15 +153,21 @@ class Box:
             self._load_card()
 
     @contextlib.contextmanager
-    def hearing_own_speaker(self) -> Iterator[None]:
-        """The box's microphone hears its own speaker (a loopback from speaker to room)."""
+    def hearing_own_speaker(
+        self, *, latency_msec: int = 20, gain_db: float = 0.0
+    ) -> Iterator[None]:
+        """The box's microphone hears its own speaker (a loopback from speaker to room), after
+        ``latency_msec`` (plus the graph's own delay) and ``gain_db`` quieter or louder."""
         module = self.pipewire.load_module(
             "module-loopback",
             source=f"{self.speaker}.monitor",
             sink=self.room,
-            latency_msec=20,
+            latency_msec=latency_msec,
+            channels=1,  # mono all the way: a stereo stream would mix its gain back up by 3 dB
         )
         try:
+            if gain_db != 0.0:
+                self.pipewire.set_stream_volume(module, gain_db)
             yield
         finally:
             self.pipewire.unload_module(module)
@@ -182,6 +189,10 @@ class Box:
     async def record_speaker(self, seconds: float) -> npt.NDArray[np.int16]:
         """What the box's speaker plays over the next ``seconds`` (by the sink's clock)."""
         return await self.pipewire.record(f"{self.speaker}.monitor", seconds)
+
+    async def record_microphone(self, seconds: float) -> npt.NDArray[np.int16]:
+        """What the box's microphone hears over the next ``seconds``, before the box gets it."""
+        return await self.pipewire.record(self.mic, seconds)
 
     def remove(self) -> None:
         self.vanish()
@@ -232,6 +243,19 @@ class PipeWire:
 
     def unload_module(self, module: int) -> None:
         self.pactl("unload-module", str(module))
+
+    def set_stream_volume(self, module: int, gain_db: float) -> None:
+        """Turn the playback stream ``module`` made (a loopback's) up or down by ``gain_db``."""
+        inputs = json.loads(self.pactl("-f", "json", "list", "sink-inputs"))
+        mine = [
+            item["index"]
+            for item in inputs
+            if item.get("properties", {}).get("pulse.module.id") == str(module)
+        ]
+        if not mine:
+            raise RuntimeError(f"module {module} has no playback stream to turn")
+        for index in mine:
+            self.pactl("set-sink-input-volume", str(index), f"{gain_db:g}dB")
 
     def box(self, name: str) -> Box:
         box = Box(self, name)
@@ -291,6 +315,9 @@ class PipeWire:
         base = Path(tempfile.mkdtemp(prefix="twm-pipewire-"))
         runtime = base / "runtime"
         runtime.mkdir(mode=0o700)
+        # pipewire-pulse looks for pulse/ and then makes it, and fails if it appeared in between:
+        # pactl polling for the server makes it too (libpulse's autospawn lock). Made here first.
+        (runtime / "pulse").mkdir(mode=0o700)
         bus = runtime / "bus"
         env = {
             key: value

@@ -7,4 +7,7 @@
   channel, heartbeats and reactions.
 - ``ice`` holds what the box needs from ICE that aiortc does not offer: the explicit
   RTCConfiguration, which local addresses become host candidates, and the route a link took.
+- ``sdp`` writes the music settings (10 ms ptime, Opus for music) into the SDP the box sends;
+  ``rtp_tap`` takes the music profile's RTP packets from aiortc's receiver, before its own
+  jitter buffer (aiortc internals, pinned by tests/test_net_rtp_tap.py).
 """
