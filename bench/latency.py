@@ -170,6 +170,23 @@ def conditions(quick: bool, seconds: float, drift_minutes: float) -> list[Condit
 # --- small helpers ------------------------------------------------------------------------------
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time so far of the process's main thread (the box's event loop: aiortc, signalling,
+    the lifecycle) and of all its other threads together (the sound card's callbacks, PortAudio
+    and the PipeWire client inside them, aiortc's codec threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    split = {"event_loop": 0.0, "other_threads": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue  # a thread that ended while we looked
+        fields = text[text.rindex(")") + 2 :].split()
+        key = "event_loop" if task.name == str(pid) else "other_threads"
+        split[key] += (int(fields[11]) + int(fields[12])) / tick
+    return split
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads) so far, from /proc."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -348,6 +365,7 @@ class Window:
     ear: Recording
     seconds: float
     cpu: dict[str, float]
+    cpu_split: dict[str, dict[str, float]]  # per box: event loop vs other threads, % of a core
     route: dict[str, str]
     stimuli: dict[str, Stimulus]
     proxy: dict[str, Any]
@@ -480,6 +498,7 @@ async def run_once(pipewire: PipeWire, work: Path, condition: Condition, profile
             await asyncio.sleep(SETTLE_SECONDS)
             boxes = {"care_home": home, "school": school}
             cpu_before = {name: cpu_seconds(b.process.pid) for name, b in boxes.items()}
+            split_before = {name: thread_cpu_seconds(b.process.pid) for name, b in boxes.items()}
             started, start = time.monotonic(), ear.frames
             await hold(condition.seconds, f"{condition.name}, {profile}", [home, school])
             end = ear.frames
@@ -489,6 +508,13 @@ async def run_once(pipewire: PipeWire, work: Path, condition: Condition, profile
                 name: round(100 * (cpu_seconds(b.process.pid) - cpu_before[name]) / elapsed, 2)
                 for name, b in boxes.items()
             }
+            cpu_split = {}
+            for name, b in boxes.items():
+                after = thread_cpu_seconds(b.process.pid)
+                cpu_split[name] = {
+                    part: round(100 * (after[part] - split_before[name][part]) / elapsed, 2)
+                    for part in after
+                }
             await asyncio.sleep(TAIL_SECONDS)
             route = {name: link_route(b) for name, b in boxes.items()}
     return Window(
@@ -496,6 +522,7 @@ async def run_once(pipewire: PipeWire, work: Path, condition: Condition, profile
         ear=ear,
         seconds=(end - start) / RATE,
         cpu=cpu,
+        cpu_split=cpu_split,
         route=route,
         stimuli=stimuli,
         proxy=proxy.stats if proxy is not None else {},
@@ -591,6 +618,7 @@ def figures(run: Run, rig_ms: float) -> dict[str, Any]:
         "glitches": glitches,
         "glitches_per_min": round(glitches / minutes, 2) if minutes else None,
         "cpu_pct": run.window.cpu,
+        "cpu_split_pct": run.window.cpu_split,
         "seconds": round(run.window.seconds, 1),
         "route": run.window.route,
         "path_delay_ms": run.condition.path_delay_ms,
@@ -644,6 +672,7 @@ async def measure(
     drift_minutes: float,
     profiles: Sequence[str],
     keep: Path | None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     pipewire = PipeWire.start()
     try:
@@ -653,7 +682,7 @@ async def measure(
             else:
                 work = keep
                 work.mkdir(parents=True, exist_ok=True)
-            return await _measure(pipewire, work, quick, seconds, drift_minutes, profiles)
+            return await _measure(pipewire, work, quick, seconds, drift_minutes, profiles, only)
     finally:
         pipewire.stop()
 
@@ -665,6 +694,7 @@ async def _measure(
     seconds: float,
     drift_minutes: float,
     profiles: Sequence[str],
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     openings: list[dict[str, Any]] = []
     progress.print("the rig on its own (the box's card code, microphone → speaker, no network)")
@@ -673,7 +703,9 @@ async def _measure(
     )
     await rig_openings(pipewire, work / "rig", first, rig_seconds, openings)
     runs: dict[str, dict[str, Run | str]] = {}
-    for condition in conditions(quick, seconds, drift_minutes):
+    for condition in conditions(quick and only is None, seconds, drift_minutes):
+        if only is not None and condition.name not in only:
+            continue
         progress.print(f"{condition.name}: {condition.description}")
         runs[condition.name] = {}
         for profile in profiles:
@@ -875,6 +907,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="stock,tuned",
         help="which profiles, in order (default stock,tuned)",
     )
+    parser.add_argument(
+        "--conditions",
+        help="only these conditions, comma-separated (clean, loss2, jitter10, drift10min)",
+    )
     args = parser.parse_args(argv)
     seconds = args.seconds or (QUICK_SECONDS if args.quick else FULL_SECONDS)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
@@ -882,13 +918,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--seconds and --drift-minutes must be more than 0")
     if not profiles or any(p not in PROFILES for p in profiles):
         parser.error(f"--profiles: a comma-separated list of {', '.join(PROFILES)}")
+    known = [c.name for c in conditions(False, seconds, args.drift_minutes)]
+    only = None
+    if args.conditions is not None:
+        only = [c.strip() for c in args.conditions.split(",") if c.strip()]
+        if not only or any(c not in known for c in only):
+            parser.error(f"--conditions: a comma-separated list of {', '.join(known)}")
     quiet_logs()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         # A failing box prints its last lines (tests/box_process.py): to stderr, not the JSON.
         with contextlib.redirect_stdout(sys.stderr):
             results = asyncio.run(
-                measure(args.quick, seconds, args.drift_minutes, profiles, args.keep)
+                measure(args.quick, seconds, args.drift_minutes, profiles, args.keep, only)
             )
     except (BenchError, GraphError) as exc:
         progress.print(f"[red]the benchmark could not finish:[/] {exc}")

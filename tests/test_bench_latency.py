@@ -299,6 +299,10 @@ def test_the_json_holds_the_figures_the_issue_asks_for(tmp_path: Path) -> None:
         ear=Recording(path=tmp_path / "unused.raw", channels=5),  # figures() reads only Heard
         seconds=60.0,
         cpu={"care_home": 4.0, "school": 5.0},
+        cpu_split={
+            "care_home": {"event_loop": 3.0, "other_threads": 1.0},
+            "school": {"event_loop": 3.5, "other_threads": 1.5},
+        },
         route={"care_home": "direct", "school": "direct"},
         stimuli={},
         proxy={},
