@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
-from aiortc import MediaStreamTrack, RTCRtpReceiver
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from pydantic import SecretStr
 
 from device.lifecycle.events import Event
 from device.net.backoff import Backoff
+from device.net.ice import host_addresses
 from device.net.link_settings import LinkSettings
 from device.net.links import LinkManager
 from device.net.signalling import SignallingClient
@@ -317,3 +318,25 @@ def running_coturn(directory: Path) -> Iterator[Turn]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def negotiate_on_loopback(
+    offerer: RTCPeerConnection,
+    answerer: RTCPeerConnection,
+    tune_sdp: Callable[[str], str] | None = None,
+) -> None:
+    """Offer and answer between two peer connections of this process, host candidates on
+    127.0.0.1 only (aioice leaves loopback out otherwise); ``tune_sdp`` rewrites each SDP on
+    its way across, as the box does to what it sends."""
+
+    def across(description: RTCSessionDescription | None) -> RTCSessionDescription:
+        assert description is not None
+        if tune_sdp is None:
+            return description
+        return RTCSessionDescription(tune_sdp(description.sdp), description.type)
+
+    with host_addresses(("127.0.0.1",)):
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(across(offerer.localDescription))
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(across(answerer.localDescription))

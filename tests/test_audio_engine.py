@@ -23,10 +23,11 @@ from device.audio.jitter import MAXIMUM_MS
 from device.audio.mixer import volume_gain
 from device.audio.selftest import level_at
 from device.lifecycle.states import Cue
-from device.net.ice import host_addresses, rtc_configuration
+from device.net.ice import rtc_configuration
 from device.net.rtp_tap import JITTER_BUFFER_ATTRIBUTE, RtpTap
 from device.settings import AudioSettings
 from tests.audio_support import SilentForeverTrack, SteppedToneTrack, ToneTrack, until
+from tests.net_support import negotiate_on_loopback
 
 SETTINGS = AudioSettings(input="Jabra", output="Jabra", profile="stock")
 MUSIC = AudioSettings(input="Jabra", output="Jabra", profile="music")
@@ -443,13 +444,7 @@ async def test_music_path_plays_a_real_peer_s_opus_through_the_jitter_buffer_at_
     pump = asyncio.get_running_loop().create_task(rooms.pump())
     try:
         offerer.addTrack(sender.new_microphone_track())
-        with host_addresses(("127.0.0.1",)):
-            await offerer.setLocalDescription(await offerer.createOffer())
-            assert offerer.localDescription is not None
-            await answerer.setRemoteDescription(offerer.localDescription)
-            await answerer.setLocalDescription(await answerer.createAnswer())
-            assert answerer.localDescription is not None
-            await offerer.setRemoteDescription(answerer.localDescription)
+        await negotiate_on_loopback(offerer, answerer)
 
         def packets() -> int:
             jitter = receiver.cards_description().jitter

@@ -22,7 +22,7 @@ from device.net.ice import host_addresses, parse_candidate, route_of, rtc_config
 from device.net.link_settings import LinkSettings
 from session_server.protocol import IceServer, Route
 from session_server.turn import turn_credential
-from tests.net_support import eventually, running_coturn
+from tests.net_support import eventually, negotiate_on_loopback, running_coturn
 from tests.standin_device import ToneTrack
 
 
@@ -98,13 +98,7 @@ async def _connect(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> N
     offerer.addTrack(ToneTrack())
     answerer.addTrack(ToneTrack())
     offerer.createDataChannel("twm")
-    with host_addresses(("127.0.0.1",)):
-        await offerer.setLocalDescription(await offerer.createOffer())
-        assert offerer.localDescription is not None
-        await answerer.setRemoteDescription(offerer.localDescription)
-        await answerer.setLocalDescription(await answerer.createAnswer())
-        assert answerer.localDescription is not None
-        await offerer.setRemoteDescription(answerer.localDescription)
+    await negotiate_on_loopback(offerer, answerer)
     await eventually(
         lambda: offerer.connectionState == answerer.connectionState == "connected",
         "both peer connections to connect",

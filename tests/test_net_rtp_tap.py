@@ -29,7 +29,7 @@ from aiortc.rtp import RtpPacket
 
 from device.audio.opus import OpusEncoder, packet_samples
 from device.errors import AudioError
-from device.net.ice import host_addresses, rtc_configuration
+from device.net.ice import rtc_configuration
 from device.net.rtp_tap import (
     AIORTC_VERSION,
     CODECS_ATTRIBUTE,
@@ -38,7 +38,7 @@ from device.net.rtp_tap import (
     tap_receiver,
 )
 from tests.audio_support import ToneTrack
-from tests.net_support import eventually
+from tests.net_support import eventually, negotiate_on_loopback
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96)
 PCMU = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
@@ -181,13 +181,7 @@ async def test_between_two_peers_the_tapped_side_gets_every_packet_and_decodes_n
     try:
         offerer.addTrack(ToneTrack(1000, 0.5))
         answerer.addTrack(ToneTrack(500, 0.5))
-        with host_addresses(("127.0.0.1",)):
-            await offerer.setLocalDescription(await offerer.createOffer())
-            assert offerer.localDescription is not None
-            await answerer.setRemoteDescription(offerer.localDescription)
-            await answerer.setLocalDescription(await answerer.createAnswer())
-            assert answerer.localDescription is not None
-            await offerer.setRemoteDescription(answerer.localDescription)
+        await negotiate_on_loopback(offerer, answerer)
         await eventually(lambda: len(sink.packets) >= 50, "50 packets at the tap")
         assert started_before_tap == [False]
         # aiortc's own sender: 20 ms Opus packets, numbered and stamped in order.

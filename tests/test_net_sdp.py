@@ -14,6 +14,7 @@ from playwright.async_api import BrowserContext, Route
 
 from device.net.ice import host_addresses
 from device.net.sdp import tune_for_music
+from tests.net_support import negotiate_on_loopback
 from tests.standin_device import ToneTrack
 
 MUSIC = "maxaveragebitrate=128000;useinbandfec=1;usedtx=0;stereo=0"
@@ -156,13 +157,7 @@ def test_an_audio_section_without_opus_is_left_alone() -> None:
 
 async def connect(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> None:
     """Offer and answer, each tuned as the box sends it."""
-    with host_addresses(("127.0.0.1",)):  # aioice leaves loopback out otherwise
-        await offerer.setLocalDescription(await offerer.createOffer())
-        offer = tune_for_music(offerer.localDescription.sdp)
-        await answerer.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        await answerer.setLocalDescription(await answerer.createAnswer())
-        answer = tune_for_music(answerer.localDescription.sdp)
-        await offerer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    await negotiate_on_loopback(offerer, answerer, tune_for_music)
 
 
 async def test_aiortc_accepts_the_tuned_sdp_both_ways_and_audio_flows() -> None:
