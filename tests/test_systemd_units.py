@@ -138,3 +138,5 @@ def test_device_unit_is_a_watched_notify_service_with_its_token_as_a_credential(
         "ExecStart=/opt/twm/current/venv/bin/twm-device run --config /etc/twm/device.toml\n" in text
     )
     assert "DevicePolicy=closed\n" in text
+    # sounddevice's cffi callbacks need write+execute memory: with this the box cannot start.
+    assert "MemoryDenyWriteExecute=yes" not in text
