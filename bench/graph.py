@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 from bench.clicks import RATE, Stimulus
 from device.audio.soundcard import sounddevice_card
-from device.audio.virtual import PipeWire
+from device.audio.virtual import PipeWire, end_process
 from device.settings import AudioSettings
 
 PORT_SECONDS = 10.0  # a failsafe for a recorder whose ports never appear
@@ -177,12 +177,7 @@ def recording(pipewire: PipeWire, ports: Sequence[str], path: Path) -> Iterator[
                     raise GraphError(f"pw-link {source} {target}: {result.stderr.strip()}")
             yield Recording(path=path, channels=channels + 1)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process)
     finally:
         pipewire.unload_module(module)
 
@@ -229,12 +224,7 @@ def playing(pipewire: PipeWire, sink: str, stimulus: Stimulus) -> Iterator[None]
         yield
     finally:
         stopping.set()
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
         player.join(timeout=5)
         if process.stdin is not None:
             with contextlib.suppress(OSError):

@@ -29,7 +29,7 @@ import numpy as np
 
 from device.audio.format import SAMPLE_RATE
 from device.audio.selftest import level_at
-from device.audio.virtual import PipeWire
+from device.audio.virtual import PipeWire, end_process
 
 TONE_HZ = 3500.0
 TONE_AMPLITUDE = 0.3
@@ -78,12 +78,7 @@ def tone_in_room(
         yield
     finally:
         stopping.set()
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
         player.join(timeout=5)
         if process.stdin is not None:
             with contextlib.suppress(OSError):
@@ -169,12 +164,7 @@ def ear_on(rig: PipeWire, speaker: str, hz: float = TONE_HZ) -> Iterator[Ear]:
     try:
         yield ear
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
         listener.join(timeout=5)
         if process.stdout is not None:
             process.stdout.close()

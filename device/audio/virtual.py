@@ -427,6 +427,17 @@ class PipeWire:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def end_process(process: subprocess.Popen[bytes]) -> None:
+    """End a program the rig's users started (pacat, pw-record …): SIGTERM, then SIGKILL if it
+    has not gone within five seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _has_alsa_plugin() -> bool:
     return any(Path("/usr/lib").glob(f"*/alsa-lib/{ALSA_PIPEWIRE_PLUGIN}")) or any(
         Path("/usr/lib").glob(f"alsa-lib/{ALSA_PIPEWIRE_PLUGIN}")
