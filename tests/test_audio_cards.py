@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from device.audio.cards import Card, Direction, resolve
+from device.audio.cards import Card, Direction, resolve, sound_server_running
 from device.errors import AudioError
 
 CARDS = [
@@ -29,8 +31,28 @@ def test_an_exact_name_wins_over_a_partial_one() -> None:
 
 
 def test_default_is_portaudio_s_default_for_that_direction() -> None:
-    assert resolve("default", Direction.INPUT, CARDS, default=2).index == 2
-    assert resolve("Default", Direction.OUTPUT, CARDS, default=None).name == "default"
+    assert resolve("default", Direction.INPUT, CARDS, default=2, sound_server=True).index == 2
+    assert resolve("Default", Direction.OUTPUT, CARDS, sound_server=True).name == "default"
+
+
+def test_without_a_sound_server_default_is_the_first_hardware_card() -> None:
+    # A system service has no PipeWire: ALSA's default (PipeWire's plugin) would not open.
+    assert resolve("default", Direction.INPUT, CARDS, default=4, sound_server=False).index == 0
+    assert resolve("default", Direction.OUTPUT, CARDS, default=3, sound_server=False).index == 0
+    # A hardware default stays; with no hardware card at all, the plugin is still tried.
+    assert resolve("default", Direction.OUTPUT, CARDS, default=1, sound_server=False).index == 1
+    assert resolve("default", Direction.INPUT, CARDS[2:], default=4, sound_server=False).index == 4
+
+
+def test_a_sound_server_is_seen_by_its_socket_in_the_runtime_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert not sound_server_running()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert not sound_server_running()
+    (tmp_path / "pipewire-0").touch()
+    assert sound_server_running()
 
 
 def test_a_card_without_that_direction_does_not_count() -> None:

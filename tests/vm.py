@@ -8,9 +8,9 @@ The image comes from ``scripts/vm_image.py`` (built once, cached); see docs/test
     def test_ssh_runs(debian_vm: DebianVm) -> None:
         assert debian_vm.run("systemctl is-active ssh", check=True).stdout.strip() == "active"
 
-Fixtures: ``debian_vm`` (one VM for the whole session: tests share it, so undo what you change),
-``fresh_debian_vm`` (a VM of its own for one test, booted from the clean image: 20-60 s more) and
-``debian_vm_image`` (the image, for ``boot_vm`` when a test needs several VMs at once).
+Fixture: ``debian_vm``, one VM for the whole session (tests share it: a module that changes it
+says so, as tests/test_provision_vm.py does). ``boot_vm(vm_image.ensure_image(), workdir)`` boots
+another, from the clean image (20-60 s), powered off on exit.
 
 The guest has no network of its own (qemu ``restrict=on``). It reaches a server a test runs on the
 host only through ``vm.expose(host_port)``, which returns the address to use inside the guest
@@ -71,8 +71,6 @@ __all__ = [
     "VmError",
     "boot_vm",
     "debian_vm_fixture",
-    "debian_vm_image_fixture",
-    "fresh_debian_vm_fixture",
 ]
 
 
@@ -304,6 +302,15 @@ class DebianVm:
             ",".join(netdev),
             "-device",
             "virtio-net-pci,netdev=n0",
+            # A Pi has a sound card and the box does not start without one: qemu's Intel HDA is
+            # a real ALSA card to the guest (hw:0,0) whose sound goes nowhere and whose
+            # microphone hears silence.
+            "-audiodev",
+            "none,id=snd0",
+            "-device",
+            "ich9-intel-hda",
+            "-device",
+            "hda-duplex,audiodev=snd0",
             "-serial",
             f"file:{self.serial_log}",
             "-monitor",
@@ -425,13 +432,6 @@ def _image_or_fail() -> VmImage:
         pytest.fail(f"the Debian VM image: {exc}")
 
 
-@pytest.fixture(scope="session", name="debian_vm_image")
-def debian_vm_image_fixture() -> VmImage:
-    """The cached image (built on first use: 4-5 minutes with downloads)."""
-    with _Shared.lock:
-        return _image_or_fail()
-
-
 class _Shared:
     """One VM for the whole session, however many test modules import the fixture."""
 
@@ -466,16 +466,3 @@ def debian_vm_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Debi
                 _Shared.instance = None
                 _Shared.stack.close()
                 _Shared.stack = None
-
-
-@pytest.fixture(name="fresh_debian_vm")
-def fresh_debian_vm_fixture(debian_vm_image: VmImage, tmp_path: Path) -> Iterator[DebianVm]:
-    """A VM of this test's own, from the clean image: nothing another test did is on it."""
-    stack = contextlib.ExitStack()
-    try:
-        vm = stack.enter_context(boot_vm(debian_vm_image, tmp_path / "vm"))
-    except VmError as exc:
-        stack.close()
-        pytest.fail(str(exc))
-    with stack:
-        yield vm

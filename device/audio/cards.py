@@ -4,7 +4,7 @@
     mic = resolve("Jabra", Direction.INPUT, cards)
     mic.index, mic.name                       # what to open
 
-A name in the settings is ``"default"`` (PortAudio's default for that direction) or a
+A name in the settings is ``"default"`` (PortAudio's default for that direction; see below) or a
 case-insensitive part of a card's name; an exact name wins over a partial one, and among partial
 matches the first PortAudio lists (real ``hw`` cards come before plugins). When nothing matches,
 ``AudioError`` names every card that was found and the setting to change.
@@ -13,15 +13,23 @@ PortAudio reads the list of cards once, when it starts; to see a card plugged in
 be shut down and started again, which would also end every stream this process has open. So a
 fresh look is taken only while no stream is open (``streams`` counts them); otherwise the list is
 the one PortAudio already has.
+
+On a box, ``"default"`` needs care: with pipewire-alsa installed, ALSA's default device is
+PipeWire's plugin, which opens only where a PipeWire server runs for this user. The box runs as a
+system service with no login session, so none does: there, ``"default"`` means the first hardware
+card (``hw:…``) for that direction instead, which is what a technician who plugged in one
+speakerphone means.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import sounddevice as sd
@@ -54,6 +62,20 @@ class Card:
 
     def channels(self, direction: Direction) -> int:
         return self.inputs if direction is Direction.INPUT else self.outputs
+
+    @property
+    def hardware(self) -> bool:
+        """An ALSA hardware device (``… (hw:1,0)``), not a plugin such as ``default``."""
+        return "(hw:" in self.name
+
+
+def sound_server_running() -> bool:
+    """Whether a PipeWire (or PulseAudio) server runs for this user: its socket is in the
+    runtime directory, which only a login session (or lingering) gives."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if not runtime:
+        return False
+    return any((Path(runtime) / socket).exists() for socket in ("pipewire-0", "pulse/native"))
 
 
 class _OpenStreams:
@@ -122,11 +144,17 @@ def default_index(direction: Direction) -> int | None:
 
 
 def resolve(
-    wanted: str, direction: Direction, cards: Sequence[Card], default: int | None = None
+    wanted: str,
+    direction: Direction,
+    cards: Sequence[Card],
+    default: int | None = None,
+    *,
+    sound_server: bool | None = None,
 ) -> Card:
     """The card ``wanted`` names for ``direction``, or ``AudioError`` listing what was found.
 
-    ``default`` is PortAudio's default device index for ``direction`` (``default_index``).
+    ``default`` is PortAudio's default device index for ``direction`` (``default_index``);
+    ``sound_server``: whether one runs for this process (None: look, ``sound_server_running``).
     """
     usable = [card for card in cards if card.channels(direction) > 0]
     key = wanted.strip().casefold()
@@ -134,6 +162,11 @@ def resolve(
         chosen = next((card for card in usable if card.index == default), None)
         if chosen is None:
             chosen = next((card for card in usable if card.name.casefold() == "default"), None)
+        if sound_server is None:
+            sound_server = sound_server_running()
+        if chosen is not None and not chosen.hardware and not sound_server:
+            # A plugin that needs a sound server, with none running: see the module's notes.
+            chosen = next((card for card in usable if card.hardware), chosen)
         if chosen is not None:
             return chosen
         raise AudioError(
