@@ -27,12 +27,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import platform
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -41,10 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
 from rich.console import Console
 from rich.table import Table
 
+from bench.logs import quiet_logs
 from device.audio.soundcard import sounddevice_card
 from device.audio.virtual import PipeWire
 from device.controls.keyboard import HOLD_MARGIN_SECONDS
@@ -439,15 +437,6 @@ def table(results: dict[str, Any]) -> Table:
             note,
         )
     return out
-
-
-def quiet_logs() -> None:
-    """The boxes' and server's log lines to stderr, warnings only: stdout is for the figures."""
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import platform
 import re
@@ -52,7 +51,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import structlog
 from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -80,6 +78,7 @@ from bench.clicks import (
     tone_levels,
 )
 from bench.graph import GraphError, Recording, copying, monitor, playing, recording
+from bench.logs import quiet_logs
 from bench.udp_proxy import Faults
 from device.audio.virtual import Box, PipeWire
 from device.errors import AudioError
@@ -869,15 +868,6 @@ def machine() -> dict[str, Any]:
         "tone_hz": TONE_HZ,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def quiet_logs() -> None:
-    """The server's log lines to stderr, warnings only: stdout is for the figures."""
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.logs import quiet_logs
 from tests.provision_lab import BROKEN_RUN, Lab, copy_source, lab_for, words
 from tests.vm import boot_vm, vm_image
 
@@ -40,14 +41,15 @@ def _timed(
     result = run()
     seconds = time.monotonic() - began
     if result.returncode != expect:
-        raise SystemExit(
-            f"{name}: exit {result.returncode}, expected {expect}:\n{result.stdout}{result.stderr}"
-        )
-    err.print(f"  {seconds:.0f} s: {words(result)[-160:]}")
+        raise SystemExit(f"{name}: exit {result.returncode}, expected {expect}: {words(result)}")
+    err.print(f"[bold]{name}[/]: {seconds:.0f} s")
     return seconds
 
 
 def measure(lab: Lab, err: Console) -> dict[str, float]:
+    began = time.monotonic()
+    # The tool's own step lines, each with the seconds since the bench began: where time goes.
+    lab.echo = lambda line: err.print(f"{time.monotonic() - began:7.1f}  {line}", markup=False)
     healthy = copy_source(lab.workdir / "healthy", source=lab.source)
     broken = copy_source(lab.workdir / "broken", source=healthy, device_cli_change=BROKEN_RUN)
     return {
@@ -64,7 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args()
-    err = Console(stderr=True)
+    quiet_logs()
+    err = Console(stderr=True, soft_wrap=True)  # the tool's lines as they are, unwrapped
 
     image = vm_image.ensure_image()
     with tempfile.TemporaryDirectory(prefix="twm-bench-provision-") as work:

@@ -27,7 +27,7 @@ from device.audio.cards import Direction, default_index, list_cards, resolve
 from device.audio.selftest import self_test
 from device.audio.soundcard import sounddevice_card
 from device.controls.pins import pin_factory
-from device.errors import DeviceError
+from device.errors import AudioError, DeviceError
 from device.settings import DeviceSettings, load
 from session_server import logs
 
@@ -76,12 +76,22 @@ def run(config: ConfigOption = None) -> None:
     settings = _settings(config)
     logs.configure("INFO")
     try:
-        _check_cards(settings)
         settings.read_token()
         factory = pin_factory(settings.pins)
     except DeviceError as exc:
         errors.print(str(exc), style="red", markup=False)
         raise typer.Exit(2) from None
+    try:
+        _check_cards(settings)
+    except AudioError as exc:
+        # No reason to stop: the speakerphone may be plugged in later. The box shows its fault
+        # and looks for the card every few seconds (device/audio/engine.py); a service that
+        # exited instead would be restarted until systemd gave up, with no light saying why.
+        errors.print(
+            f"{exc} (starting anyway: the box shows a fault until the card is there)",
+            style="yellow",
+            markup=False,
+        )
 
     agent = Agent(settings, card_factory=sounddevice_card, pin_factory=factory)
 

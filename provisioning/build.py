@@ -90,6 +90,11 @@ class Release:
         return [self.wheel, *sorted(self.wheelhouse.glob("*.whl"))]
 
     @property
+    def dependencies(self) -> list[str]:
+        """The file names of the dependencies' wheels (pip's own among them), sorted."""
+        return sorted(path.name for path in self.wheelhouse.glob("*.whl"))
+
+    @property
     def pip_wheel(self) -> Path:
         found = sorted(self.wheelhouse.glob("pip-*.whl"))
         if not found:

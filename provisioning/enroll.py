@@ -34,7 +34,7 @@ from pydantic import SecretStr
 
 from provisioning import installation, packages, service, service_user
 from provisioning.box_run import BoxRun
-from provisioning.build import Platform, build_release, release_version
+from provisioning.build import release_version
 from provisioning.device_cli import self_test, status
 from provisioning.device_config import (
     CONFIG_PATH,
@@ -234,24 +234,14 @@ class EnrollRun(BoxRun):
     # --- 6, 7: the release --------------------------------------------------------------------
 
     async def release_present(self) -> State:
-        if await installation.is_complete(self.box, self.version):
-            return State(True, f"{self.version} installed")
-        return State(False, f"would build, upload and install {self.version}")
+        return await installation.release_state(self.box, self.version)
 
     async def install_release(self) -> Done:
-        release = await build_release(
-            self.request.source, Platform.of(self.facts), self.request.cache, self.version
+        request = self.request
+        done = await installation.build_and_install(
+            self.box, self.facts, request.source, request.cache, self.version
         )
-        uploaded: list[str] = []
-        stage = await installation.upload(self.box, release, self.facts.home, uploaded.append)
-        how = await installation.install(self.box, release, stage, await self._base())
-        return Done(f"{release.version} installed {how} ({len(uploaded)} files uploaded)")
-
-    async def _base(self) -> str | None:
-        current = await installation.current_release(self.box)
-        if current is None or not await installation.is_complete(self.box, current):
-            return None
-        return current
+        return Done(f"{self.version} installed {done.how} ({done.uploaded} files uploaded)")
 
     async def current_is_release(self) -> State:
         current = await installation.current_release(self.box)

@@ -3,6 +3,7 @@
 
     /opt/twm/releases/0.1.0+3f9c2a1b7d4e/venv/          the release's own Python environment
     /opt/twm/releases/0.1.0+3f9c2a1b7d4e/twm-device.service   its systemd unit
+    /opt/twm/releases/0.1.0+3f9c2a1b7d4e/dependencies.txt     the dependency wheels it has
     /opt/twm/releases/0.1.0+3f9c2a1b7d4e/.complete      written last: the release is whole
     /opt/twm/current -> releases/0.1.0+3f9c2a1b7d4e
 
@@ -12,6 +13,10 @@ wheels`` (the dependencies rarely change between releases, so an update uploads 
 project's own wheel) and installed offline with pip run from its own wheel: the venv is made
 ``--without-pip``, which takes well under a second where ``ensurepip`` takes half a minute on a
 slow box. The venv sees the system's packages (``--system-site-packages``) for python3-lgpio.
+
+An update starts from the running release: its packages, hard-linked into the new venv, and when
+the dependency wheels are the same (``dependencies.txt``), pip installs only this project's wheel
+without resolving anything.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-from provisioning.build import COMPLETE, Release
+from provisioning.build import COMPLETE, Platform, Release, build_release
 from provisioning.errors import RemoteFailed
+from provisioning.facts import Facts
+from provisioning.plan import State
 from provisioning.remote import Remote
 
 ROOT = "/opt/twm"
@@ -29,6 +38,7 @@ RELEASES = f"{ROOT}/releases"
 CURRENT = f"{ROOT}/current"
 PREVIOUS = f"{ROOT}/previous"  # the release before the last update: where a rollback goes
 STAGE = ".cache/twm-provision/wheels"  # under the login user's home
+DEPENDENCIES = "dependencies.txt"  # in a release: the dependency wheels it was built from
 INSTALL_LIMIT = 3600.0  # seconds: pip compiling ~50 packages on an SD card, or under emulation
 _VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,80}$")
 
@@ -79,6 +89,39 @@ async def is_complete(box: Remote, version: str) -> bool:
     return await box.exists(f"{release_dir(version)}/{COMPLETE}")
 
 
+async def release_state(box: Remote, version: str) -> State:
+    """The "release" step's check, for enroll and update alike."""
+    if await is_complete(box, version):
+        return State(True, f"{version} installed")
+    return State(False, f"would build, upload and install {version}")
+
+
+async def running_base(box: Remote) -> str | None:
+    """The whole release ``current`` points at: what a new release is installed on top of."""
+    current = await current_release(box)
+    if current is None or not await is_complete(box, current):
+        return None
+    return current
+
+
+@dataclass(frozen=True)
+class Installed:
+    stage: str  # the box's upload cache
+    how: str  # "in full", "on top of V …"
+    uploaded: int  # files uploaded this time
+
+
+async def build_and_install(
+    box: Remote, facts: Facts, source: Path, cache: Path, version: str
+) -> Installed:
+    """The "release" step: built here, uploaded, installed on top of the running release."""
+    release = await build_release(source, Platform.of(facts), cache, version)
+    uploaded: list[str] = []
+    stage = await upload(box, release, facts.home, uploaded.append)
+    how = await install(box, release, stage, await running_base(box))
+    return Installed(stage, how, len(uploaded))
+
+
 async def upload(box: Remote, release: Release, home: str, on_file: Callable[[str], None]) -> str:
     """Uploads the wheels the box's cache lacks; returns that cache's path."""
     stage = f"{home.rstrip('/')}/{STAGE}"
@@ -96,7 +139,7 @@ async def upload(box: Remote, release: Release, home: str, on_file: Callable[[st
 # starts the release again from scratch, since it has no marker.
 _INSTALL = """set -eu
 umask 022
-rel="$1"; stage="$2"; wheel="$3"; pip_wheel="$4"; base="$5"
+rel="$1"; stage="$2"; wheel="$3"; pip_wheel="$4"; base="$5"; same_dependencies="$6"
 mkdir -p -- "$(dirname -- "$rel")"
 exec 9> "$(dirname -- "$rel")/.install.lock"
 flock 9
@@ -115,7 +158,13 @@ if [ -n "$base" ] && [ -e "$base/.complete" ]; then
     # Safe because nothing writes into a release in place: pip removes a file and writes a new
     # one, and the service runs with the release read-only.
     cp -al -- "$(site "$base")/." "$(site "$rel")/"
-    pip "$stage/$wheel"
+    if [ "$same_dependencies" = yes ]; then
+        # The very dependency wheels the base has installed: only this project changes, and
+        # pip need not resolve anything (which takes it minutes on a slow box).
+        pip --no-deps "$stage/$wheel"
+    else
+        pip "$stage/$wheel"
+    fi
 else
     pip --no-compile --ignore-installed "$stage/$wheel"
     # Byte-compiled on every core at once (pip compiles on one): the service cannot write .pyc
@@ -133,6 +182,8 @@ async def install(box: Remote, release: Release, stage: str, base: str | None = 
     """
     directory = release_dir(release.version)
     from_dir = release_dir(base) if base is not None and base != release.version else ""
+    dependencies = "".join(f"{name}\n" for name in release.dependencies)
+    same = bool(from_dir) and await box.read_text(f"{from_dir}/{DEPENDENCIES}") == dependencies
     await box.script(
         _INSTALL,
         directory,
@@ -140,15 +191,19 @@ async def install(box: Remote, release: Release, stage: str, base: str | None = 
         release.wheel.name,
         release.pip_wheel.name,
         from_dir,
+        "yes" if same else "",
         root=True,
         limit=INSTALL_LIMIT,
         name=f"install release {release.version} (venv and pip, offline)",
     )
     await box.write_file(f"{directory}/twm-device.service", release.unit)
     await box.write_file(f"{directory}/docs/device.md", release.docs)
+    await box.write_file(f"{directory}/{DEPENDENCIES}", dependencies)
     await box.run(["sync"], root=True)
     await box.write_file(f"{directory}/{COMPLETE}", release.version + "\n")
-    return f"on top of {base}" if from_dir else "in full"
+    if not from_dir:
+        return "in full"
+    return f"on top of {base}" + (" (only this project changed)" if same else "")
 
 
 async def switch(box: Remote, version: str) -> None:

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from provisioning import installation, journal, service
 from provisioning.box_run import BoxRun
-from provisioning.build import Platform, build_release, release_version
+from provisioning.build import release_version
 from provisioning.device_config import CONFIG_PATH, TOKEN_PATH
 from provisioning.enrollment import Enrollment, read_enrollment
 from provisioning.errors import HealthFailed, ProvisionError, RemoteFailed, TargetUnsuitable
@@ -93,22 +93,16 @@ class UpdateRun(BoxRun):
         return Done(f"{who}, running {current}", Outcome.OK)
 
     async def release_present(self) -> State:
-        if await installation.is_complete(self.box, self.version):
-            return State(True, f"{self.version} installed")
-        return State(False, f"would build, upload and install {self.version}")
+        return await installation.release_state(self.box, self.version)
 
     async def install_release(self) -> Done:
-        release = await build_release(
-            self.request.source, Platform.of(self.facts), self.request.cache, self.version
+        request = self.request
+        done = await installation.build_and_install(
+            self.box, self.facts, request.source, request.cache, self.version
         )
-        uploaded: list[str] = []
-        self.stage = await installation.upload(self.box, release, self.facts.home, uploaded.append)
-        base = await installation.current_release(self.box)
-        if base is not None and not await installation.is_complete(self.box, base):
-            base = None
-        how = await installation.install(self.box, release, self.stage, base)
+        self.stage = done.stage
         return Done(
-            f"{release.version} installed beside the running release, {how} ({len(uploaded)} "
+            f"{self.version} installed beside the running release, {done.how} ({done.uploaded} "
             "files uploaded)"
         )
 

@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +52,7 @@ class Lab:
     workdir: Path
     known_hosts: Path
     source: Path  # a copy of this checkout's release files, frozen for the test
+    echo: Callable[[str], None] | None = None  # shown each line the tool prints, as it prints it
 
     def env(self) -> dict[str, str]:
         return {
@@ -74,23 +75,41 @@ class Lab:
         ]
 
     def provision(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(TWM_PROVISION), *args],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=RUN_LIMIT,
-            check=False,
-        )
+        command = [str(TWM_PROVISION), *args]
+        if self.echo is None:
+            result = subprocess.run(
+                command, capture_output=True, text=True, env=self.env(), timeout=RUN_LIMIT
+            )
+        else:
+            result = self._streamed(command, self.echo)
         # Whatever happened, no secret may be in what the technician sees.
         assert ADMIN_TOKEN not in result.stdout + result.stderr
         for token in self.device_tokens():
             assert token not in result.stdout + result.stderr
         return result
 
+    def _streamed(
+        self, command: list[str], echo: Callable[[str], None]
+    ) -> subprocess.CompletedProcess[str]:
+        """Like ``subprocess.run``, each line handed to ``echo`` as it comes (stderr merged)."""
+        lines = []
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env()
+        ) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                echo(line.rstrip("\n"))
+            code = process.wait(timeout=RUN_LIMIT)
+        return subprocess.CompletedProcess(command, code, "".join(lines), "")
+
     def enroll(self, *extra: str, port: int | None = None) -> subprocess.CompletedProcess[str]:
+        return self.provision(*self.enroll_args(*extra, port=port))
+
+    def enroll_args(self, *extra: str, port: int | None = None) -> list[str]:
+        """``twm-provision``'s arguments for this lab's enroll (``port``: SSH through another)."""
         settings = [arg for setting in BOX_SETTINGS for arg in ("--set", setting)]
-        return self.provision(
+        return [
             "enroll",
             self.vm.host,
             "--care-home",
@@ -107,7 +126,7 @@ class Lab:
             "--source",
             str(self.source),
             *extra,
-        )
+        ]
 
     def update(self, source: Path, watch_seconds: int = 20) -> subprocess.CompletedProcess[str]:
         return self.provision(

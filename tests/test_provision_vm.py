@@ -3,17 +3,19 @@ systemd as PID 1, SSH as ``pi`` with sudo, a sound card (qemu's Intel HDA), no n
 session server this test runs on the host, forwarded into the guest as ``twm-host``.
 
 The session's VM (shared with tests/test_vm.py) is taken through a box's life in order: an enroll
-from nothing cut mid-upload and run again, enroll again (nothing changes), check, a changed host
-key, a fleet with one box down, an update to a healthy release and one to a broken release (rolled
-back), a hung box restarted by systemd's watchdog, and a reboot. One VM and one full install keep
-this to minutes under emulation. The tool runs as the technician runs it: the ``twm-provision``
-command, the admin token in its environment. Times are printed ([timing]), never asserted.
+from nothing cut mid-upload, run again and stopped with Ctrl-C, and run a third time to the end;
+enroll again (nothing changes), check, a changed host key, a fleet with one box down, an update
+to a healthy release and one to a broken release (rolled back), a hung box restarted by systemd's
+watchdog, and a reboot. One VM and one full install keep this to minutes under emulation. The
+tool runs as the technician runs it: the ``twm-provision`` command, the admin token in its
+environment. Times are shown at the end ([timing]), never asserted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import threading
 import time
@@ -27,7 +29,16 @@ import pytest
 
 from provisioning.build import release_version
 from tests.conftest import free_port
-from tests.provision_lab import BROKEN_RUN, Lab, copy_source, lab_for, pin_vm_key, words
+from tests.provision_lab import (
+    BROKEN_RUN,
+    RUN_LIMIT,
+    TWM_PROVISION,
+    Lab,
+    copy_source,
+    lab_for,
+    pin_vm_key,
+    words,
+)
 from tests.vm import DebianVm
 from tests.vm import debian_vm_fixture as debian_vm_fixture
 
@@ -42,21 +53,26 @@ def lab(debian_vm: DebianVm, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
-class CuttingProxy:
-    """A TCP relay to the VM's SSH port that cuts every connection once ``cut_after`` bytes have
-    gone towards the box: a dropped network in the middle of the upload."""
+class UploadProxy:
+    """A TCP relay to the VM's SSH port that acts once ``after`` bytes have gone towards the box:
+    by default it cuts every connection (a dropped network in the middle of the upload); with
+    ``on_reached`` it calls that once instead and carries on relaying."""
 
-    def __init__(self, target_port: int, cut_after: int) -> None:
+    def __init__(
+        self, target_port: int, after: int, on_reached: Callable[[], None] | None = None
+    ) -> None:
         self.port = free_port()
         self.target_port = target_port
-        self.cut_after = cut_after
+        self.after = after
+        self.on_reached = on_reached
         self.sent = 0
+        self.reached = threading.Event()
         self.cut = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> CuttingProxy:
+    def __enter__(self) -> UploadProxy:
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -91,9 +107,12 @@ class CuttingProxy:
                         break
                     if count:
                         self.sent += len(data)
-                        if self.sent >= self.cut_after:
-                            self.cut.set()
-                            break
+                        if self.sent >= self.after and not self.reached.is_set():
+                            self.reached.set()
+                            if self.on_reached is None:
+                                self.cut.set()
+                                break
+                            self.on_reached()
                     dst.write(data)
                     await dst.drain()
             for end in (writer, up_writer):
@@ -134,10 +153,13 @@ def timed(box: Box, what: str, run: Callable[[], Any]) -> Any:
     return result
 
 
-def test_an_enroll_from_nothing_cut_mid_upload_finishes_when_run_again(lab: Lab, box: Box) -> None:
+def test_an_enroll_from_nothing_cut_mid_upload_then_interrupted_finishes_when_run_again(
+    lab: Lab, box: Box
+) -> None:
     # As Debian's fluidsynth package leaves it (the image turned it off): on in every login.
     lab.on_box("sudo systemctl --global enable fluidsynth.service 2>&1")
-    with CuttingProxy(lab.vm.port, cut_after=8 * 1024**2) as proxy:
+    # 1. The network drops 8 MB into the upload.
+    with UploadProxy(lab.vm.port, after=8 * 1024**2) as proxy:
         pin_vm_key(lab.vm, lab.known_hosts, lab.vm.port, proxy.port)
         cut = timed(box, "enroll cut mid-upload", lambda: lab.enroll(port=proxy.port))
         assert proxy.cut.is_set(), words(cut)
@@ -153,7 +175,26 @@ def test_an_enroll_from_nothing_cut_mid_upload_finishes_when_run_again(lab: Lab,
     assert lab.on_box("sudo test -s /etc/twm/device.token && echo stored") == "stored"
     assert lab.on_box("ls /opt/twm/releases/*/.complete 2>/dev/null | wc -l") == "0"
 
-    again = timed(box, "enroll run again after the cut (the full install)", lab.enroll)
+    # 2. Run again, and the technician presses Ctrl-C 8 MB further into the upload.
+    command = [str(TWM_PROVISION), *lab.enroll_args(port=proxy.port)]
+    with UploadProxy(lab.vm.port, after=8 * 1024**2) as proxy:
+        pin_vm_key(lab.vm, lab.known_hosts, lab.vm.port, proxy.port)
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.env()
+        ) as tool:
+            proxy.on_reached = lambda: tool.send_signal(signal.SIGINT)
+            out, err = tool.communicate(timeout=RUN_LIMIT)
+    interrupted = subprocess.CompletedProcess(command, tool.returncode, out, err)
+
+    said = words(interrupted)
+    assert proxy.reached.is_set(), said
+    assert interrupted.returncode == 130, said
+    assert "interrupted: run the same command again" in said, said
+    assert "Traceback" not in said, said
+    assert lab.on_box("ls /opt/twm/releases/*/.complete 2>/dev/null | wc -l") == "0"
+
+    # 3. Run again: it finishes, from what the first two runs left.
+    again = timed(box, "enroll run again after the cut and Ctrl-C (the install)", lab.enroll)
 
     said = words(again)
     version = release_version(lab.source)
@@ -300,6 +341,7 @@ def test_update_to_a_healthy_release_switches_and_keeps_the_previous(lab: Lab, b
 
     said = words(result)
     assert result.returncode == 0, said
+    assert f"on top of {box.version} (only this project changed) (1 files uploaded)" in said, said
     assert f"● switch changed {box.version} → {new}, running for 20 s" in said, said
     assert lab.on_box("readlink /opt/twm/current") == f"/opt/twm/releases/{new}"
     assert lab.on_box("readlink /opt/twm/previous") == f"/opt/twm/releases/{box.version}"

@@ -302,7 +302,7 @@ class DebianVm:
             ",".join(netdev),
             "-device",
             "virtio-net-pci,netdev=n0",
-            # A Pi has a sound card and the box does not start without one: qemu's Intel HDA is
+            # A Pi has a sound card, and a box without one only shows its fault: qemu's Intel HDA is
             # a real ALSA card to the guest (hw:0,0) whose sound goes nowhere and whose
             # microphone hears silence.
             "-audiodev",
