@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -106,8 +106,40 @@ class PinSettings(_Section):
 
 
 class MidiSettings(_Section):
-    inputs: list[str] = Field(default_factory=list, description="name patterns of MIDI inputs")
-    outputs: list[str] = Field(default_factory=list, description="name patterns of MIDI outputs")
+    """MIDI instruments played across the link (``device.midi``); none unless named."""
+
+    inputs: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="instruments to play from: each a case-insensitive part of a port's name",
+    )
+    outputs: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "synths to play the other side's notes on: each a case-insensitive part of a port's "
+            "name; none: the built-in synth"
+        ),
+    )
+    backend: Literal["alsa", "jack"] = Field(
+        default="alsa", description="rtmidi's MIDI system: ALSA's sequencer on a box, or JACK"
+    )
+    playout_ms: float = Field(
+        default=20.0,
+        ge=0,
+        le=200,
+        description=(
+            "steady delay added to the other side's notes so that bunched packets keep their "
+            "rhythm; more smooths a jittery network, less is closer to live"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _patterns_mean_something(self) -> MidiSettings:
+        for key in ("inputs", "outputs"):
+            if any(not pattern.strip() for pattern in getattr(self, key)):
+                raise ValueError(f"midi.{key}: a name pattern is blank")
+        return self
 
 
 class DeviceSettings(BaseSettings):

@@ -27,7 +27,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    model_validator,
+)
 
 ROOM_PATTERN = r"^s[0-9]{1,12}@[0-9]{8}T[0-9]{4}Z$"
 _ROOM_RE = re.compile(ROOM_PATTERN)
@@ -248,7 +256,61 @@ class Heartbeat(_Message):
     seq: int = Field(ge=0)
 
 
-PeerMessage = Annotated[Reaction | Heartbeat, Field(discriminator="type")]
+# --- MIDI over the data channel ----------------------------------------------------------------
+#
+# Notes and controllers played in one room, for the other room's synth. Only whole MIDI 1.0
+# channel-voice messages travel (note on/off, polyphonic and channel aftertouch, control change,
+# program change, pitch bend): clock, sysex and active sensing mean nothing to the far side's
+# synth, and a sysex could reprogram it. Each event carries the sender's monotonic clock in ms, so
+# the receiver can keep the rhythm however the packets arrive (``device.midi.playout``).
+
+# MIDI has a data channel of its own (ordered and reliable: a lost note-off is a stuck note), so
+# a burst of notes never queues in front of the heartbeats that tell whether the link is alive.
+MIDI_DATA_CHANNEL_LABEL = "twm-midi"
+MAX_MIDI_EVENTS = 256  # far more than hands play in one batch; bounds what a peer can make us hold
+# Data bytes after each channel-voice status (high nibble); every other status is refused.
+CHANNEL_VOICE_DATA_BYTES: dict[int, int] = {
+    0x80: 2,  # note off
+    0x90: 2,  # note on (velocity 0 means note off)
+    0xA0: 2,  # polyphonic aftertouch
+    0xB0: 2,  # control change
+    0xC0: 1,  # program change
+    0xD0: 1,  # channel aftertouch
+    0xE0: 2,  # pitch bend
+}
+
+
+class MidiEvent(_Message):
+    """One whole channel-voice message and when the sender's instrument played it."""
+
+    t_ms: float = Field(
+        ge=0, le=2**53, allow_inf_nan=False, description="sender's monotonic clock, ms"
+    )
+    data: list[Annotated[int, Field(ge=0, le=255)]] = Field(min_length=2, max_length=3)
+
+    @model_validator(mode="after")
+    def _whole_channel_voice(self) -> MidiEvent:
+        status = self.data[0]
+        expected = CHANNEL_VOICE_DATA_BYTES.get(status & 0xF0) if status >= 0x80 else None
+        if expected is None:
+            raise ValueError(f"status byte {status:#04x} is not a channel-voice message")
+        if len(self.data) != 1 + expected:
+            raise ValueError(
+                f"status {status:#04x} takes {expected} data byte(s), got {len(self.data) - 1}"
+            )
+        if any(byte > 0x7F for byte in self.data[1:]):
+            raise ValueError("MIDI data bytes are 0-127")
+        return self
+
+
+class MidiEvents(_Message):
+    """A batch of MIDI events in the order they were played."""
+
+    type: Literal["midi"] = "midi"
+    events: list[MidiEvent] = Field(min_length=1, max_length=MAX_MIDI_EVENTS)
+
+
+PeerMessage = Annotated[Reaction | Heartbeat | MidiEvents, Field(discriminator="type")]
 
 DATA_CHANNEL_LABEL = "twm"
 

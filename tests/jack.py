@@ -1,0 +1,102 @@
+"""A private JACK server (dummy driver: no sound hardware) as a pytest fixture, for real MIDI ports
+through mido's rtmidi JACK backend (LAB.md: there is no ALSA sequencer here).
+
+    from tests.jack import jack_fixture  # noqa: F401  (provides ``jack``)
+
+    def test_…(jack: Jack) -> None:
+        keys = jack.backend.open_output("Keys", virtual=True, client_name="keys")  # an instrument
+
+One server for the whole session, under its own name (``JACK_DEFAULT_SERVER``), so it never meets
+another JACK on the machine; ``JACK_NO_START_SERVER`` stops a client from starting a default
+server by itself when this one is not up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mido
+import pytest
+
+START_SECONDS = 10.0  # a failsafe for a server that never comes up; never a measurement
+
+
+@dataclass
+class Jack:
+    name: str
+    process: subprocess.Popen[bytes]
+    backend: Any  # mido's rtmidi backend on the JACK API
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_jack() -> tuple[Jack, dict[str, str | None]]:
+    """A new server, and the environment as it was before (to put back)."""
+    for program in ("jackd", "jack_wait"):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is missing: apt-get install jackd2 (see LAB.md)")
+    name = f"twm-test-{uuid.uuid4().hex[:8]}"
+    saved = {key: os.environ.get(key) for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    process = subprocess.Popen(
+        ["jackd", "-n", name, "-r", "-d", "dummy", "-r", "48000", "-p", "256"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    waited = subprocess.run(
+        ["jack_wait", "-s", name, "-w", "-t", str(int(START_SECONDS))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if process.poll() is not None or waited.returncode != 0:
+        process.kill()
+        process.wait()
+        pytest.fail(f"jackd did not start: {waited.stdout} {waited.stderr}".strip())
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+    return Jack(name, process, backend), saved
+
+
+class _Shared:
+    """One JACK for the whole session, however many test modules import the fixture."""
+
+    lock = threading.Lock()
+    instance: Jack | None = None
+    saved: dict[str, str | None] = {}  # noqa: RUF012  (one session's environment, put back once)
+    users = 0
+
+
+@pytest.fixture(scope="session", name="jack")
+def jack_fixture() -> Iterator[Jack]:
+    with _Shared.lock:
+        if _Shared.instance is None:
+            _Shared.instance, _Shared.saved = start_jack()
+        _Shared.users += 1
+        running = _Shared.instance
+    try:
+        yield running
+    finally:
+        with _Shared.lock:
+            _Shared.users -= 1
+            if _Shared.users == 0:
+                _Shared.instance = None
+                running.stop()
+                for key, value in _Shared.saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
