@@ -24,8 +24,6 @@ from rich.table import Table
 
 from device import status as status_file
 from device.audio.cards import Direction, default_index, list_cards, resolve
-from device.audio.selftest import self_test
-from device.audio.soundcard import sounddevice_card
 from device.controls.pins import pin_factory
 from device.errors import AudioError, DeviceError
 from device.settings import DeviceSettings, load
@@ -71,7 +69,10 @@ def _check_cards(settings: DeviceSettings) -> None:
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run the box: buttons, lights, sound and the link to the other site."""
-    from device.agent import Agent  # aiortc is heavy: only the command that needs it loads it
+    # aiortc and numpy are heavy (seconds on a slow box): only the commands that need them load
+    # them, so `status` answers quickly.
+    from device.agent import Agent
+    from device.audio.soundcard import sounddevice_card
 
     settings = _settings(config)
     logs.configure("INFO")
@@ -249,6 +250,8 @@ def test_audio(config: ConfigOption = None) -> None:
     """Play a tone on the speaker and report what the microphone heard."""
     settings = _settings(config)
     try:
+        from device.audio.selftest import self_test  # numpy: see run()
+
         result = asyncio.run(self_test(settings.audio))
     except DeviceError as exc:
         errors.print(str(exc), style="red", markup=False)
