@@ -119,8 +119,10 @@ async def test_a_tone_in_the_room_reaches_the_microphone_track_only_while_sendin
     await playing
     # Digital silence goes into the encoder: nothing of the room leaves the box. What comes out
     # of the decoder is the codec's own tail of the sound before the mute, fading to exact zero
-    # within ~0.3 s and below -54 dBFS after the first 20 ms; the room's tone is not in it.
-    assert np.abs(muted[960:]).max() <= 64
+    # within ~0.3 s: below -54 dBFS after the first 20 ms on an idle machine, a frame or two
+    # later on a loaded one (more was queued when the mute came). The room's tone (0.3, about
+    # -10 dBFS peak) would be 30 dB above the bound, and is not in it.
+    assert np.abs(muted[960:]).max() <= 328  # -40 dBFS
     assert heard(muted, 440) < 0.001
     assert not muted[-4800:].any()
 

@@ -153,6 +153,13 @@ def timed(box: Box, what: str, run: Callable[[], Any]) -> Any:
     return result
 
 
+def answers_ctrl_c() -> None:
+    """In the tool's process before it starts: Ctrl-C does what it does in a terminal. scripts/test
+    runs these tests in the background, and a shell starts background jobs with SIGINT ignored,
+    which Python (and so the tool) would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_enroll_from_nothing_cut_mid_upload_then_interrupted_finishes_when_run_again(
     lab: Lab, box: Box
 ) -> None:
@@ -180,7 +187,12 @@ def test_an_enroll_from_nothing_cut_mid_upload_then_interrupted_finishes_when_ru
         pin_vm_key(lab.vm, lab.known_hosts, lab.vm.port, proxy.port)
         command = [str(TWM_PROVISION), *lab.enroll_args(port=proxy.port)]
         with subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.env()
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=lab.env(),
+            preexec_fn=answers_ctrl_c,
         ) as tool:
             proxy.on_reached = lambda: tool.send_signal(signal.SIGINT)
             out, err = tool.communicate(timeout=RUN_LIMIT)
