@@ -139,11 +139,15 @@ class Box:
 def box(request: pytest.FixtureRequest) -> Iterator[Box]:
     state = Box()
     yield state
-    # The times, for the record (never asserted): shown whatever pytest captured.
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:
-        for what, seconds in state.seconds.items():
-            terminal.write_line(f"[timing] {what}: {seconds:.0f} s")
+    # The times, for the record (never asserted): shown past pytest's capture of the output.
+    plugins = request.config.pluginmanager
+    terminal = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
+    if terminal is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line("")
+            for what, seconds in state.seconds.items():
+                terminal.write_line(f"[timing] {what}: {seconds:.0f} s")
 
 
 def timed(box: Box, what: str, run: Callable[[], Any]) -> Any:
