@@ -6,6 +6,7 @@
     /opt/twm/releases/0.1.0+3f9c2a1b7d4e/dependencies.txt     the dependency wheels it has
     /opt/twm/releases/0.1.0+3f9c2a1b7d4e/.complete      written last: the release is whole
     /opt/twm/current -> releases/0.1.0+3f9c2a1b7d4e
+    /opt/twm/tools/pip-26.3-py3-none-any/               pip, unpacked and compiled once
 
 A release directory without ``.complete`` is a leftover of an interrupted install and is built
 again from scratch. Wheels are uploaded once into the login user's ``~/.cache/twm-provision/
@@ -147,8 +148,19 @@ rm -rf -- "$rel"
 mkdir -p -- "$rel"
 python3 -m venv --without-pip --system-site-packages "$rel/venv"
 site() { "$1/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))'; }
+# pip itself, unpacked and byte-compiled once per pip version beside the releases: run straight
+# from its wheel, Python compiles pip's few hundred modules again at every start (a minute under
+# emulation, seconds on a Pi).
+pip_dir="$(dirname -- "$(dirname -- "$rel")")/tools/${pip_wheel%.whl}"
+if [ ! -e "$pip_dir/.complete" ]; then
+    rm -rf -- "$pip_dir"
+    mkdir -p -- "$pip_dir"
+    python3 -m zipfile -e "$stage/$pip_wheel" "$pip_dir"
+    python3 -m compileall -q -j 0 "$pip_dir" > /dev/null
+    touch "$pip_dir/.complete"
+fi
 pip() {
-    PIP_NO_CACHE_DIR=1 "$rel/venv/bin/python" "$stage/$pip_wheel/pip" install -q --no-index \
+    PIP_NO_CACHE_DIR=1 PYTHONPATH="$pip_dir" "$rel/venv/bin/python" -m pip install -q --no-index \
         --find-links "$stage" --no-warn-script-location --disable-pip-version-check "$@"
 }
 if [ -n "$base" ] && [ -e "$base/.complete" ]; then
