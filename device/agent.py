@@ -6,6 +6,10 @@ machine is the only place that decides anything.
 
     agent = Agent(settings, card_factory=sounddevice_card, pin_factory=pin_factory(settings.pins))
     await agent.run()
+
+MIDI rides along without the machine: the bridge (``device.midi.bridge``) hears from the link
+manager when a link ends, which is exactly when the machine's link actions or a lost link end one,
+so the machine need not know about notes.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from device.lifecycle import actions as act
 from device.lifecycle import events as ev
 from device.lifecycle.machine import Machine
 from device.lifecycle.states import State
+from device.midi.bridge import MidiBridge
+from device.midi.instrument import Instrument
+from device.midi.wire import Timed
 from device.net.links import LinkManager
 from device.net.sdp import tune_for_music
 from device.net.signalling import SignallingClient
@@ -64,6 +71,7 @@ class _Parts:
     signalling: SignallingClient
     links: LinkManager
     buttons: Buttons
+    midi: MidiBridge
     keyboard: Keyboard | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -78,6 +86,7 @@ class Agent:
         keyboard_fd: int | None = None,
         on_action: Callable[[act.Action], None] | None = None,
         notifier: Notifier | None = None,
+        midi_synth: Callable[[], Instrument] | None = None,
     ) -> None:
         self._settings = settings
         self._card_factory = card_factory
@@ -85,6 +94,7 @@ class Agent:
         self._keyboard_fd = keyboard_fd
         self._on_action = on_action  # a window for tests and the demo; never changes behaviour
         self._notifier = notifier if notifier is not None else Notifier.from_environment()
+        self._midi_synth = midi_synth  # the built-in synth, for a box with no MIDI output port
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self._machine: Machine | None = None
         self._parts: _Parts | None = None
@@ -128,14 +138,19 @@ class Agent:
             on_remote_audio=self._play_remote,
             settings=self._settings.link,
             tune_sdp=tune_for_music if self._settings.audio.profile == "music" else None,
+            on_midi=self._midi_received,
+            on_link_ended=self._midi_link_ended,
         )
+        # The built-in synth plays into this box's own speaker: the engine's, unless one is given.
+        synth = self._midi_synth or audio.midi_synth
+        midi = MidiBridge(self._settings.midi, send=links.send_midi, synth=synth)
         try:
             buttons = Buttons(self._settings.pins, self._pin_factory, loop, self.post)
         except BaseException:
             lights.close()
             await links.aclose()
             raise
-        parts = _Parts(audio, lights, signalling, links, buttons)
+        parts = _Parts(audio, lights, signalling, links, buttons, midi)
         self._parts = parts
         try:
             if self._settings.keyboard:
@@ -146,6 +161,7 @@ class Agent:
             self._machine, actions = Machine.initial(signalling.server_now())
             await self._carry_out(actions)
             await audio.start()
+            midi.start()
             parts.tasks = [
                 asyncio.create_task(signalling.run(), name="twm-signalling"),
                 asyncio.create_task(self._tick(signalling), name="twm-tick"),
@@ -245,6 +261,14 @@ class Agent:
             case act.OpenLink() | act.CloseLink() | act.SendReaction():
                 parts.links.perform(action)
 
+    def _midi_received(self, played: list[Timed]) -> None:
+        if self._parts is not None:
+            self._parts.midi.received(played)
+
+    def _midi_link_ended(self) -> None:
+        if self._parts is not None:
+            self._parts.midi.link_ended()
+
     def _play_remote(self, track: MediaStreamTrack, receiver: RTCRtpReceiver) -> None:
         assert self._parts is not None
         self._parts.audio.play_remote(track, receiver)
@@ -312,6 +336,7 @@ class Agent:
             parts.keyboard.close()
         parts.buttons.close()
         await parts.links.aclose()
+        await parts.midi.aclose()  # after the link: its last notes are released, then ports shut
         await parts.signalling.close()
         await parts.audio.close()
         parts.lights.close()

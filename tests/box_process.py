@@ -32,7 +32,7 @@ from pathlib import Path
 from device import status as status_file
 from device.audio.virtual import ALSA_CONF, PipeWire
 from device.lifecycle.states import State
-from device.settings import AudioSettings
+from device.settings import AudioSettings, MidiSettings
 from session_server.protocol import PartyKind
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +52,7 @@ def write_config(
     host_addresses: Sequence[str],
     allow_insecure: bool = False,
     keyboard: bool = False,
+    midi: MidiSettings | None = None,
 ) -> Path:
     """A box's settings file and token file in ``home``, as a technician's tool writes them."""
     home.mkdir(parents=True, exist_ok=True)
@@ -74,10 +75,23 @@ def write_config(
         'factory = "mock"\n'
         f"hold_seconds = {HOLD_SECONDS}\n"
         "[link]\n"
-        f"host_addresses = [{addresses}]\n",
+        f"host_addresses = [{addresses}]\n" + (_midi_section(midi) if midi is not None else ""),
         encoding="utf-8",
     )
     return config
+
+
+def _midi_section(midi: MidiSettings) -> str:
+    def names(patterns: Sequence[str]) -> str:
+        return ", ".join(f'"{pattern}"' for pattern in patterns)
+
+    return (
+        "[midi]\n"
+        f"inputs = [{names(midi.inputs)}]\n"
+        f"outputs = [{names(midi.outputs)}]\n"
+        f'backend = "{midi.backend}"\n'
+        f"playout_ms = {midi.playout_ms}\n"
+    )
 
 
 @dataclass

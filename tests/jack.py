@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -94,9 +95,21 @@ def jack_fixture() -> Iterator[Jack]:
             _Shared.users -= 1
             if _Shared.users == 0:
                 _Shared.instance = None
+                _end_portaudio()
                 running.stop()
                 for key, value in _Shared.saved.items():
                     if value is None:
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
+
+
+def _end_portaudio() -> None:
+    """PortAudio (sounddevice), started again while this server ran, joined it as a JACK client;
+    with the server gone, PortAudio's own exit handler aborts the whole process (pa_jack.c:
+    "Terminate: Assertion `err == 0' failed", exit 134 after every test passed). So it is ended
+    first; whatever opens a sound card next starts it again."""
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        while sd._initialized:
+            sd._terminate()

@@ -7,6 +7,8 @@ volume and mute, and a sound card that may vanish and come back.
     engine.play_remote(track, receiver)   # from the peer connection's "track" event
     engine.set_sending(True)              # on air: the microphone is sent
     engine.play_cue(Cue.CONNECTED)
+    synth = engine.midi_synth()           # the built-in GM synth, on the speaker (an Instrument)
+    synth.send(mido.Message("note_on", note=69, velocity=80))
     ...
     await engine.stop_remote()
     await engine.close()
@@ -30,6 +32,12 @@ callback that raises) calls ``on_failed(message)`` once. From then on the engine
 the card again every ``retry_seconds``; a card counts as back only once both directions are
 delivering again, and then ``on_restored()`` is called. Microphone tracks and the remote track
 stay attached through all of this and carry on when the card returns.
+
+The built-in MIDI synth (``device.midi.synth.FluidSynth``) plays the other side's instruments
+when the box has no MIDI output port. ``midi_synth`` makes it on first use (it takes 148 MB and
+seconds to load on a Pi, and most homes never need it) and hands it to the mixer, which sums it
+into the speaker at the call's volume; it stays through card failures like the mixer does. The
+bound method is a ``Callable[[], Instrument]``: the synth factory the MIDI bridge takes.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from device.audio.speaker import Speaker, TappedSpeaker
 from device.errors import AudioError
 from device.lifecycle.machine import DEFAULT_VOLUME
 from device.lifecycle.states import Cue
+from device.midi.synth import FluidSynth
 from device.settings import AudioSettings
 
 RETRY_SECONDS = 2.0
@@ -124,6 +133,7 @@ class AudioEngine:
         # (one reference, so the read is atomic).
         self._source: PlayoutBuffer | JitterBuffer = self._playout
         self._mixer = Mixer(DEFAULT_VOLUME)
+        self._synth: FluidSynth | None = None  # made by midi_synth()
         self._input_meter = LevelMeter()
         self._output_meter = LevelMeter()
 
@@ -148,6 +158,7 @@ class AudioEngine:
         await self.stop_remote()
         for track in list(self._tracks):
             track.stop()
+        self.detach_synth()
         self._release_card()
 
     # --- what the agent calls -----------------------------------------------------------
@@ -201,6 +212,31 @@ class AudioEngine:
 
     def play_cue(self, cue: Cue) -> None:
         self._mixer.play(cue_sound(cue))
+
+    def midi_synth(self) -> FluidSynth:
+        """The built-in General MIDI synth, summed into the speaker output at the call's volume.
+
+        Made and attached on the first call, the same one after that; a fresh one if the last
+        failed on the speaker (the mixer detached it, and logged why). Raises ``MidiError``
+        saying what to install when FluidSynth or its SoundFont is missing. On the event loop:
+        it returns at once and loads the SoundFont in the background (``FluidSynth.loaded``)."""
+        synth = self._synth
+        if synth is not None and self._mixer.source is synth:
+            return synth
+        if synth is not None:
+            synth.close()  # failed and already detached
+            self._synth = None
+        synth = FluidSynth()
+        self._synth = synth
+        self._mixer.attach(synth)
+        return synth
+
+    def detach_synth(self) -> None:
+        """Take the built-in synth off the speaker and free it (``close`` does this too)."""
+        synth, self._synth = self._synth, None
+        if synth is not None:
+            self._mixer.detach(synth)
+            synth.close()
 
     def levels(self) -> Levels:
         if not self._running():

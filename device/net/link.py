@@ -1,7 +1,13 @@
 """One live link for one room: an aiortc peer connection with our microphone, the other room's
-audio, and the ``twm`` data channel for heartbeats and reactions.
+audio, the ``twm`` data channel for heartbeats and reactions, and the ``twm-midi`` data channel
+for the notes played in each room (``device.midi``).
 
-A link either makes the offer (it creates the data channel, gathers all its candidates and sends
+MIDI has a channel of its own, ordered and reliable (a lost note-off is a stuck note), so that a
+burst of notes never queues in front of the heartbeats that say whether the link is alive. Only
+the ``twm`` channel counts for liveness: a peer without MIDI (a browser with no instrument code)
+is still a whole link, and ``send_midi`` then says False.
+
+A link either makes the offer (it creates both data channels, gathers all its candidates and sends
 the SDP with them, as aiortc does) or waits for the other side's offer and answers it. It never
 renegotiates: aiortc has no ICE restart, so a lost link is replaced by a new one (``LinkManager``).
 
@@ -33,14 +39,18 @@ from aiortc import (
 )
 from pydantic import ValidationError
 
+from device.midi import wire
+from device.midi.errors import MidiDataError
 from device.net.ice import host_addresses, parse_candidate, route_of, rtc_configuration
 from device.net.link_settings import LinkSettings
 from session_server.protocol import (
     DATA_CHANNEL_LABEL,
+    MIDI_DATA_CHANNEL_LABEL,
     Answer,
     Candidate,
     Heartbeat,
     IceServer,
+    MidiEvents,
     Offer,
     Reaction,
     ReactionKind,
@@ -54,6 +64,8 @@ log = structlog.get_logger("twm.device.link")
 # The other room's audio: its track, and the RTCRtpReceiver it comes through (the music receive
 # path takes the RTP packets from the receiver itself).
 RemoteAudio = Callable[[MediaStreamTrack, RTCRtpReceiver], None]
+# The other room's MIDI, as it arrives: the link it came on and its timestamped messages.
+RemoteMidi = Callable[["Link", list[wire.Timed]], None]
 
 
 class SignalSender(Protocol):
@@ -78,6 +90,7 @@ class Link:
         on_reaction: Callable[[Link, ReactionKind], None],
         settings: LinkSettings,
         tune_sdp: Callable[[str], str] | None = None,
+        on_midi: RemoteMidi | None = None,
     ) -> None:
         self.room = room
         self.offerer = offer
@@ -87,6 +100,7 @@ class Link:
         self._on_remote_audio = on_remote_audio
         self._on_change = on_change
         self._on_reaction = on_reaction
+        self._on_midi = on_midi
         self._settings = settings
         # The SDP we send, as the other side should read it (e.g. ``device.net.sdp.tune_for_music``:
         # aiortc ignores ptime and Opus parameters, the browser obeys them).
@@ -95,6 +109,7 @@ class Link:
         self._pc: RTCPeerConnection | None = None
         self._track: MediaStreamTrack | None = None
         self._channel: RTCDataChannel | None = None
+        self._midi_channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._early_candidates: list[Candidate] = []
         self._remote_set = False
@@ -112,6 +127,8 @@ class Link:
         self.heartbeats_heard = 0
         self.reactions_heard = 0
         self.bad_messages = 0  # data-channel messages that were not a protocol PeerMessage
+        self.midi_batches_heard = 0
+        self.bad_midi = 0  # messages on the MIDI channel that were not a valid MIDI batch
         self.bad_candidates = 0  # trickled candidates we could not use
 
     # --- what the manager reads -------------------------------------------------------------------
@@ -145,6 +162,10 @@ class Link:
     @property
     def channel(self) -> RTCDataChannel | None:
         return self._channel
+
+    @property
+    def midi_channel(self) -> RTCDataChannel | None:
+        return self._midi_channel
 
     # --- negotiation ------------------------------------------------------------------------------
 
@@ -214,6 +235,8 @@ class Link:
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label == DATA_CHANNEL_LABEL and self._channel is None:
                 self._use_channel(channel)
+            elif channel.label == MIDI_DATA_CHANNEL_LABEL and self._midi_channel is None:
+                self._use_midi_channel(channel)
             else:
                 log.info("ignored an unexpected data channel", label=channel.label)
 
@@ -225,6 +248,8 @@ class Link:
         assert self._track is not None  # made with the peer connection
         pc.addTrack(self._track)
         self._use_channel(pc.createDataChannel(DATA_CHANNEL_LABEL))
+        # Ordered and reliable are aiortc's defaults; said here because a note-off must arrive.
+        self._use_midi_channel(pc.createDataChannel(MIDI_DATA_CHANNEL_LABEL, ordered=True))
         offer = await pc.createOffer()
         # aiortc gathers every candidate here, so the SDP we send carries them all.
         with host_addresses(self._settings.host_addresses):
@@ -319,6 +344,39 @@ class Link:
                 self._on_reaction(self, message.kind)
             except Exception:
                 log.exception("the reaction handler failed", room=self.room)
+
+    def _use_midi_channel(self, channel: RTCDataChannel) -> None:
+        self._midi_channel = channel
+
+        @channel.on("message")
+        def on_message(data: str | bytes) -> None:
+            self._on_midi_data(data)
+
+    def _on_midi_data(self, data: str | bytes) -> None:
+        if self._closed:
+            return
+        try:
+            played = wire.decode(data)
+        except MidiDataError as exc:
+            # The peer's bytes are outside input: counted and logged, never fatal.
+            self.bad_midi += 1
+            log.info("ignored a bad MIDI batch from the peer", room=self.room, error=str(exc))
+            return
+        self.midi_batches_heard += 1
+        if self._on_midi is None:
+            return
+        try:
+            self._on_midi(self, played)
+        except Exception:
+            log.exception("the MIDI handler failed", room=self.room)
+
+    def send_midi(self, batch: MidiEvents) -> bool:
+        """Send one batch on the MIDI channel; False when it is not open (nothing is queued)."""
+        channel = self._midi_channel
+        if channel is None or channel.readyState != "open" or self._closed:
+            return False
+        channel.send(encode(batch))
+        return True
 
     def send_reaction(self, kind: ReactionKind) -> bool:
         return self._send_peer(Reaction(kind=kind))
@@ -434,8 +492,9 @@ class Link:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._channel is not None:
-            self._channel.close()
+        for channel in (self._channel, self._midi_channel):
+            if channel is not None:
+                channel.close()
         if self._pc is not None:
             await self._pc.close()
         if self._track is not None:

@@ -13,6 +13,12 @@ Events: ``LinkUp(room)`` when the current link comes alive, ``LinkDown(room)`` w
 was reported up is no longer alive (silence, failure, or a replacement that never came up),
 ``ReactionArrived(kind)``. Closing on request emits nothing: the lifecycle asked for it.
 
+MIDI: ``send_midi`` sends a batch on the current link; ``on_midi`` gets what arrives on it (never
+from a link already replaced). ``on_link_ended`` is called whenever the link the notes came on can
+no longer be trusted to bring their note-offs: it went down, or it was closed or replaced, for
+whatever reason (the lifecycle's CloseLink or OpenLink, the other side's new offer, shutdown).
+The MIDI bridge then silences what it was playing (``device.midi.bridge``).
+
 State changes at once when an action is performed; negotiation and teardown run in tasks the
 manager tracks. Signalling messages reach the manager at once, in the server's order, while the
 lifecycle's actions may come later (the agent queues events): so when the other side has left
@@ -37,12 +43,14 @@ from aiortc import MediaStreamTrack
 
 from device.lifecycle.actions import CloseLink, OpenLink, SendReaction
 from device.lifecycle.events import Event, LinkDown, LinkUp, ReactionArrived
+from device.midi.wire import Timed
 from device.net.link import Link, RemoteAudio
 from device.net.link_settings import LinkSettings
 from device.net.signalling import PeerSignal, SignallingClient
 from session_server.protocol import (
     Answer,
     Candidate,
+    MidiEvents,
     Offer,
     PartyKind,
     Presence,
@@ -79,8 +87,12 @@ class LinkManager:
         on_remote_audio: RemoteAudio,
         settings: LinkSettings | None = None,
         tune_sdp: Callable[[str], str] | None = None,
+        on_midi: Callable[[list[Timed]], None] | None = None,
+        on_link_ended: Callable[[], None] | None = None,
     ) -> None:
         self._signalling = signalling
+        self._on_midi = on_midi
+        self._on_link_ended = on_link_ended
         self._tune_sdp = tune_sdp
         self._on_event = on_event
         self._polite = is_polite(role)
@@ -146,6 +158,11 @@ class LinkManager:
             log.info("a reaction could not be sent: no live link", kind=kind.value)
             return False
         return True
+
+    def send_midi(self, batch: MidiEvents) -> bool:
+        """Send on the current link's MIDI channel; False when there is none open."""
+        link = self._link
+        return link is not None and link.send_midi(batch)
 
     async def aclose(self) -> None:
         """Close the link and wait until every teardown has finished."""
@@ -226,6 +243,7 @@ class LinkManager:
             on_reaction=self._on_reaction,
             settings=self._settings,
             tune_sdp=self._tune_sdp,
+            on_midi=self._on_link_midi,
         )
         self._link = link
         log.info("link opening", room=room, offer=offer)
@@ -236,6 +254,7 @@ class LinkManager:
         if link is None:
             return
         link.retire()  # at once: the report of its end goes before any Leave that follows
+        self._link_ended()
         task = asyncio.get_running_loop().create_task(link.close(), name="link-close")
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)
@@ -248,7 +267,24 @@ class LinkManager:
             self._emit(LinkUp(link.room))
         elif not link.alive and self._reported_up:
             self._reported_up = False
+            self._link_ended()
             self._emit(LinkDown(link.room))
+
+    def _on_link_midi(self, link: Link, played: list[Timed]) -> None:
+        if link is not self._link or self._on_midi is None:
+            return  # a replaced link's last notes: their note-offs may never come
+        try:
+            self._on_midi(played)
+        except Exception:
+            log.exception("handling MIDI from the link failed")
+
+    def _link_ended(self) -> None:
+        if self._on_link_ended is None:
+            return
+        try:
+            self._on_link_ended()
+        except Exception:
+            log.exception("handling the end of a link's MIDI failed")
 
     def _on_reaction(self, link: Link, kind: ReactionKind) -> None:
         if link is self._link:

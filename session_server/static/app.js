@@ -4,6 +4,7 @@
 import { signIn, todaysSessions } from "./api.js";
 import { Call } from "./call.js";
 import { LevelMeter } from "./meter.js";
+import { MidiLink, midiPermission } from "./midi.js";
 import {
   closeMicrophone,
   echoCancellationPreference,
@@ -28,6 +29,7 @@ let joiningRoom = null;
 let refreshTimer = 0;
 let call = null;
 let microphone = null;
+let midi = null; // MidiLink: the care home's instruments played here, the class's sent there
 let audio = null; // {context, local: LevelMeter, remote: LevelMeter}
 const stateHistory = []; // the call's recent states, for support staff and tests (window.twm)
 
@@ -202,6 +204,13 @@ async function joinSession(occurrence) {
   attempt.addEventListener("reaction", (event) =>
     reactionDisplay.show(event.detail.kind, occurrence.care_home.name),
   );
+  const instruments = new MidiLink({ context: audio.context, call: attempt });
+  instruments.addEventListener("change", () => paintInstruments(instruments));
+  attempt.addEventListener("midi", (event) => instruments.receive(event.detail.data));
+  attempt.addEventListener("midi-channel", (event) => {
+    // The care home's side went away (or a new connection replaced the old): no note may hang.
+    if (!event.detail.open) instruments.release();
+  });
   attempt.addEventListener("ended", (event) => {
     if (call !== attempt) return; // Leave pressed here: already handled
     endCall();
@@ -210,11 +219,15 @@ async function joinSession(occurrence) {
   try {
     await attempt.join();
   } catch (error) {
+    instruments.close();
     stopJoining(error.message);
     refreshSessions();
     return;
   }
   call = attempt;
+  midi = instruments;
+  paintInstruments(midi);
+  openInstruments(midi);
   joiningRoom = null;
   clearInterval(refreshTimer);
   $("echo-cancellation").checked = echoOn;
@@ -288,6 +301,47 @@ function hearCareHome(stream) {
   );
 }
 
+/** Web MIDI at once when the browser already allows it; otherwise a button, so the browser's
+ * prompt comes only when the teacher asked for it. */
+async function openInstruments(link) {
+  const permission = await midiPermission();
+  if (link !== midi) return;
+  if (permission === "granted") {
+    await link.start();
+    paintInstruments(link);
+    return;
+  }
+  $("midi-connect").hidden = permission !== "prompt";
+  $("midi-connect").disabled = false;
+  if (permission === "denied") say($("midi-message"), "This browser blocks MIDI instruments: the on-screen synth plays.", "info");
+}
+
+async function connectInstruments() {
+  const link = midi;
+  if (!link) return;
+  const button = $("midi-connect");
+  button.disabled = true;
+  say($("midi-message"), "If the browser asks, choose Allow.", "info");
+  const opened = await link.start();
+  if (link !== midi) return;
+  button.hidden = opened;
+  button.disabled = false;
+  say($("midi-message"), opened ? "" : "The browser did not allow MIDI instruments: the on-screen synth plays.", "info");
+  paintInstruments(link);
+}
+
+function paintInstruments(link) {
+  if (link !== midi) return;
+  $("midi-instrument").textContent = link.instrumentName;
+  const played = link.notesPlayed;
+  $("midi-notes").textContent = `${played} ${played === 1 ? "note" : "notes"} played`;
+  $("midi-notes").dataset.count = String(played);
+  const inputs = link.inputNames;
+  const sent = link.notesSent;
+  const names = inputs.length ? inputs.join(", ") : "none plugged in";
+  $("midi-inputs").textContent = sent ? `${names} · ${sent} ${sent === 1 ? "note" : "notes"} sent` : names;
+}
+
 function enableReactions(open) {
   for (const button of document.querySelectorAll(".reaction")) button.disabled = !open;
 }
@@ -338,6 +392,10 @@ function endCall() {
   const ending = call;
   call = null;
   ending?.leave();
+  midi?.close();
+  midi = null;
+  $("midi-connect").hidden = true;
+  say($("midi-message"), "");
   closeMicrophone(microphone);
   microphone = null;
   audio?.local.stop();
@@ -353,6 +411,7 @@ function endCall() {
 $("sign-in-form").addEventListener("submit", onSignIn);
 $("sign-out").addEventListener("click", () => signInAgain("You have signed out.", "info"));
 $("leave").addEventListener("click", leave);
+$("midi-connect").addEventListener("click", connectInstruments);
 $("echo-cancellation").addEventListener("change", switchEchoCancellation);
 $("unmute-speaker").addEventListener("click", () => $("remote-audio").play().then(() => ($("unmute-speaker").hidden = true)));
 for (const button of document.querySelectorAll(".reaction")) {
@@ -367,6 +426,17 @@ window.twm = {
   signalling: () => (signalling?.connected ? "connected" : "not connected"),
   levels: () => ({ local: audio?.local.level ?? 0, remote: audio?.remote.level ?? 0 }),
   microphone: () => microphone?.getAudioTracks()[0]?.getSettings() ?? null,
+  midi: () =>
+    midi && {
+      instrument: midi.instrumentName,
+      channelOpen: call?.midiChannelOpen ?? false,
+      notesPlayed: midi.notesPlayed,
+      notesSent: midi.notesSent,
+      rejected: midi.rejected,
+      sounding: midi.sounding,
+      voices: midi.synth.voices,
+      peak: midi.synth.peak,
+    },
 };
 
 const saved = loadTicket();

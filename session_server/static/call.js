@@ -5,9 +5,15 @@
 // (aiortc) cannot restart ICE: after a lost link it builds a new connection with a new offer.
 //
 // Events: "state" (detail {state}), "remote-stream" (detail {stream} or null), "channel"
-// (detail {open}), "reaction" (detail {kind}), "ended" (detail {message}).
+// (detail {open}), "reaction" (detail {kind}), "midi-channel" (detail {open}), "midi" (detail
+// {data}: one message's text from the MIDI channel, for midi.js to check), "ended" (detail
+// {message}).
+//
+// MIDI has a data channel of its own ("twm-midi", ordered and reliable: a lost note-off is a
+// stuck note), so a burst of notes never queues in front of the heartbeats on "twm".
 // States: joining, waiting, connecting, live, reconnecting, peer-left, ended.
 
+import { MIDI_DATA_CHANNEL_LABEL } from "./midi.js";
 import { tuneOpusForMusic } from "./opus.js";
 import { isReactionKind } from "./reactions.js";
 
@@ -32,6 +38,7 @@ export class Call extends EventTarget {
   #iceServers = [];
   #pc = null;
   #channel = null;
+  #midiChannel = null;
   #heartbeatHeard = false; // judge silence only by a peer that does send heartbeats
   #joined = false;
   #peerPresent = false;
@@ -86,6 +93,18 @@ export class Call extends EventTarget {
     if (this.#ended) return;
     if (this.#joined) this.#signalling.send({ type: "leave", room: this.#room });
     this.#finish();
+  }
+
+  get midiChannelOpen() {
+    return this.#midiChannel?.readyState === "open";
+  }
+
+  /** One MidiEvents batch (JSON text) to the care home; false when the MIDI channel is not open
+   * (the batch is dropped: notes must not arrive late after the link is back). */
+  sendMidi(text) {
+    if (!this.midiChannelOpen) return false;
+    this.#midiChannel.send(text);
+    return true;
   }
 
   sendReaction(kind) {
@@ -228,7 +247,9 @@ export class Call extends EventTarget {
     });
     pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
     pc.addEventListener("datachannel", (event) => {
-      if (pc === this.#pc && event.channel.label === DATA_CHANNEL_LABEL) this.#useChannel(event.channel);
+      if (pc !== this.#pc) return;
+      if (event.channel.label === DATA_CHANNEL_LABEL) this.#useChannel(event.channel);
+      else if (event.channel.label === MIDI_DATA_CHANNEL_LABEL) this.#useMidiChannel(event.channel);
     });
     for (const track of this.#microphone.getAudioTracks()) pc.addTrack(track, this.#microphone);
     return pc;
@@ -239,6 +260,8 @@ export class Call extends EventTarget {
     const pc = this.#newPeer();
     this.#weOffered = true;
     this.#useChannel(pc.createDataChannel(DATA_CHANNEL_LABEL));
+    // Right after the first, as the box expects (ISSUE6: the offerer creates both, in order).
+    this.#useMidiChannel(pc.createDataChannel(MIDI_DATA_CHANNEL_LABEL, { ordered: true }));
     try {
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
@@ -335,6 +358,24 @@ export class Call extends EventTarget {
     });
   }
 
+  #useMidiChannel(channel) {
+    const previous = this.#midiChannel;
+    this.#midiChannel = channel;
+    // A new connection's channel replaces the old one: whatever the old one left sounding stops.
+    if (previous) this.#emit("midi-channel", { open: false });
+    channel.addEventListener("open", () => {
+      if (channel === this.#midiChannel) this.#emit("midi-channel", { open: true });
+    });
+    channel.addEventListener("close", () => {
+      if (channel === this.#midiChannel) this.#emit("midi-channel", { open: false });
+    });
+    channel.addEventListener("message", (event) => {
+      if (channel !== this.#midiChannel) return;
+      // Binary frames are not MidiEvents; midi.js counts them as refused like any bad batch.
+      this.#emit("midi", { data: typeof event.data === "string" ? event.data : null });
+    });
+  }
+
   #onConnectionState(pc) {
     if (pc !== this.#pc) return;
     const state = pc.connectionState;
@@ -368,10 +409,13 @@ export class Call extends EventTarget {
   #closePeer() {
     this.#reportDown();
     const hadPeer = this.#pc !== null;
+    const hadMidi = this.#midiChannel !== null;
     this.#channel?.close();
+    this.#midiChannel?.close();
     this.#pc?.close();
     this.#pc = null;
     this.#channel = null;
+    this.#midiChannel = null;
     this.#heartbeatHeard = false;
     this.#trickle = false;
     if (hadPeer) {
@@ -379,6 +423,9 @@ export class Call extends EventTarget {
       this.#emit("remote-stream", { stream: null });
       this.#emit("channel", { open: false });
     }
+    // Our own close fires no "close" we listen to (the channel was forgotten first): say it here,
+    // so the notes it left sounding are released.
+    if (hadMidi) this.#emit("midi-channel", { open: false });
   }
 
   // --- liveness -----------------------------------------------------------------------------
