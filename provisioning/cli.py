@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -301,6 +302,14 @@ def _dry(request: EnrollRequest) -> EnrollRequest:
     return replace(request, dry_run=True)
 
 
+def _admin_token(path: Path | None) -> SecretStr | None:
+    """The admin token (from the file or the environment), or the usage error typer shows."""
+    try:
+        return load_admin_token(path)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _check_table(report: CheckReport) -> Table:
     table = Table(title=f"{report.target}", title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
@@ -323,10 +332,7 @@ def check_command(
     accept_new_host_key: AcceptNewOption = False,
 ) -> None:
     """One screen: service, version, server, sound cards, last errors, disk, temperature."""
-    try:
-        token = load_admin_token(admin_token_file)
-    except UsageError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    token = _admin_token(admin_token_file)
     ssh = _ssh(known_hosts, identity, accept_new_host_key)
     report = _run(check_box(_target(host, port, user), ssh, token, server))
     console.print(_check_table(report))
@@ -357,10 +363,7 @@ def update_command(
     source: SourceOption = None,
 ) -> None:
     """Install the new release beside the old, switch, watch it; roll back if it is unwell."""
-    try:
-        token = load_admin_token(admin_token_file)
-    except UsageError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    token = _admin_token(admin_token_file)
     request = UpdateRequest(
         target=_target(host, port, user),
         source=_source(source),
