@@ -258,9 +258,13 @@ class StandinDevice:
         pc = self._new_peer()
         pc.addTrack(ToneTrack())
         self._use_channel(pc.createDataChannel(DATA_CHANNEL_LABEL))
+        self._more_channels(pc)
         # aiortc gathers while setting the local description: the SDP carries every candidate.
         await pc.setLocalDescription(await pc.createOffer())
         await self._send(encode(Offer(room=self._room(), sdp=_sdp(pc))))
+
+    def _more_channels(self, pc: RTCPeerConnection) -> None:
+        """Data channels besides "twm" that an offer carries (a subclass adds its own)."""
 
     async def _answer(self, sdp: str) -> None:
         await self._close_peer()

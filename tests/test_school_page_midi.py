@@ -26,12 +26,10 @@ from device.lifecycle.events import JoinAccepted, LinkUp, PeerJoined, ServerUp
 from device.midi.playout import Playout
 from device.midi.sounding import SoundingNotes
 from session_server.protocol import (
-    DATA_CHANNEL_LABEL,
     MAX_MIDI_EVENTS,
     MIDI_DATA_CHANNEL_LABEL,
     MidiEvent,
     MidiEvents,
-    Offer,
     PartyKind,
     encode,
     parse_peer_message,
@@ -40,7 +38,7 @@ from session_server.protocol import (
 from tests.conftest import RunningServer
 from tests.net_support import start_box
 from tests.seed import seed_pair
-from tests.standin_device import StandinDevice, ToneTrack, _sdp
+from tests.standin_device import StandinDevice
 from tests.test_school_page_e2e import STARTS_AT, WAIT_MS, eventually, open_page, sign_in
 
 pytestmark = pytest.mark.browser
@@ -84,15 +82,9 @@ class MidiStandin(StandinDevice):
 
         return pc
 
-    async def _offer(self) -> None:
-        # StandinDevice._offer with the MIDI channel added after "twm", as the box does.
-        await self._close_peer()
-        pc = self._new_peer()
-        pc.addTrack(ToneTrack())
-        self._use_channel(pc.createDataChannel(DATA_CHANNEL_LABEL))
+    def _more_channels(self, pc: RTCPeerConnection) -> None:
+        # Right after "twm", as the box does.
         self._use_midi(pc.createDataChannel(MIDI_DATA_CHANNEL_LABEL, ordered=True))
-        await pc.setLocalDescription(await pc.createOffer())
-        await self._send(encode(Offer(room=self._room(), sdp=_sdp(pc))))
 
     def _use_midi(self, channel: RTCDataChannel) -> None:
         self.midi = channel
