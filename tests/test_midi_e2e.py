@@ -1,0 +1,267 @@
+"""MIDI across a real session: two whole boxes (``twm-device run`` processes, as systemd runs
+them), the real session server, real sound cards on the PipeWire rig and real MIDI ports on a
+private JACK server (``midi.backend = "jack"``; LAB.md: there is no ALSA sequencer here).
+
+Each room has an instrument (a virtual JACK output this test plays) and a synth (a virtual JACK
+input this test listens to), named in that box's settings. What it proves: notes played in the
+care home come out of the school box's synth in order and in rhythm, and the school's come out
+in the care home; when the session ends with notes held, they are released on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mido
+import pytest
+
+from device.lifecycle.states import State
+from device.settings import MidiSettings
+from session_server.protocol import PartyKind
+from session_server.settings import ServerSettings
+from tests.box_process import BoxProcess, box_process, rig_environment, write_config
+from tests.conftest import RunningServer, serving
+from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
+from tests.pipewire import PipeWire, pipewire_fixture  # noqa: F401  (provides ``pipewire``)
+from tests.running_clock import RunningClock
+from tests.seed import seed_pair
+
+LIVE_SECONDS = 40.0  # failsafes for a busy shared machine, never measurements
+HEARD_SECONDS = 20.0
+PHRASE_SECONDS = 5.0
+# See tests/test_midi_bridge.py: the intervals are several times this and differ by more.
+RHYTHM_TOLERANCE_MS = 100.0
+PHRASES = 3
+PLAYOUT_MS = 200.0  # the most the settings allow: room for a busy machine's hiccups
+
+
+class Synth:
+    """A synth port's side: what arrived and when (``time.monotonic()``, on JACK's thread)."""
+
+    def __init__(self, jack: Jack, name: str) -> None:
+        self.lock = threading.Lock()
+        self.heard: list[tuple[float, mido.Message]] = []
+        self.port = jack.backend.open_input(name, virtual=True, client_name=name, callback=self)
+
+    def __call__(self, message: mido.Message) -> None:
+        with self.lock:
+            self.heard.append((time.monotonic(), message))
+
+    def messages(self) -> list[mido.Message]:
+        with self.lock:
+            return [message for _, message in self.heard]
+
+    def onsets(self, notes: list[int]) -> list[tuple[float, int]]:
+        with self.lock:
+            return [
+                (at, m.note)
+                for at, m in self.heard
+                if m.type == "note_on" and m.velocity > 0 and m.note in notes
+            ]
+
+
+class Room:
+    """One room's instrument and synth, and the settings that name them for its box."""
+
+    def __init__(self, jack: Jack, name: str) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.keys_name, synth_name = f"{name}Keys-{tag}", f"{name}Synth-{tag}"
+        self.keys = jack.backend.open_output(
+            self.keys_name, virtual=True, client_name=self.keys_name
+        )
+        self.synth = Synth(jack, synth_name)
+        self.settings = MidiSettings(
+            inputs=[self.keys_name], outputs=[synth_name], backend="jack", playout_ms=PLAYOUT_MS
+        )
+
+    def close(self) -> None:
+        self.keys.close()
+        self.synth.port.close()
+
+
+@pytest.fixture
+def clocked_server(server_settings: ServerSettings) -> Iterator[RunningServer]:
+    """The real server with a running clock from Tue 13:50, inside the seeded session's window
+    (box processes keep time by the server's)."""
+    with serving(server_settings, RunningClock(datetime(2026, 11, 24, 13, 50, tzinfo=UTC))) as up:
+        yield up
+
+
+@pytest.fixture
+def rooms(jack: Jack) -> Iterator[tuple[Room, Room]]:
+    home, school = Room(jack, "Home"), Room(jack, "School")
+    try:
+        yield home, school
+    finally:
+        home.close()
+        school.close()
+
+
+async def until(
+    check: Any, what: str, seconds: float = HEARD_SECONDS, synth: Synth | None = None
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        if loop.time() > deadline:
+            heard = f"; it heard {synth.messages()[-12:]}" if synth is not None else ""
+            raise AssertionError(f"gave up waiting for {what}{heard}")
+        await asyncio.sleep(0.02)
+
+
+async def played_until_heard(keys: Any, synth: Synth, probe: mido.Message) -> None:
+    """Play ``probe`` every so often until the far synth hears it: the boxes open their ports
+    by polling, and JACK makes a connection real at its next cycle (a bounded wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HEARD_SECONDS
+    while probe not in synth.messages():
+        assert loop.time() < deadline, f"the probe never reached {synth.port.name}"
+        keys.send(probe)
+        await asyncio.sleep(0.25)
+
+
+async def phrase_heard(keys: Any, synth: Synth, notes: list[int], gaps_ms: list[int]) -> str:
+    """Play a phrase into ``keys``; what was wrong with what ``synth`` heard ('' if nothing)."""
+    played_at: list[float] = []
+    for gap, note in zip(gaps_ms, notes, strict=True):
+        await asyncio.sleep(gap / 1000)
+        played_at.append(time.monotonic())
+        keys.send(mido.Message("note_on", note=note, velocity=90))
+    for note in notes:
+        keys.send(mido.Message("note_off", note=note))
+    with contextlib.suppress(AssertionError):  # what did arrive is judged below
+        await until(lambda: len(synth.onsets(notes)) >= len(notes), "the phrase", PHRASE_SECONDS)
+    onsets = synth.onsets(notes)
+    if [note for _, note in onsets] != notes:  # each once, in order
+        return f"heard {[note for _, note in onsets]} for {notes}"
+    played = [(b - a) * 1000 for a, b in itertools.pairwise(played_at)]
+    heard = [(b - a) * 1000 for (a, _), (b, _) in itertools.pairwise(onsets)]
+    if any(abs(sent - got) > RHYTHM_TOLERANCE_MS for sent, got in zip(played, heard, strict=True)):
+        return f"out of rhythm: played {played}, heard {heard}"
+    return ""
+
+
+async def in_rhythm(keys: Any, synth: Synth, gaps_ms: list[int], first_note: int) -> None:
+    """A phrase played into ``keys`` comes out of ``synth`` in order and in rhythm.
+
+    Up to ``PHRASES`` tries, each with notes of its own: the rig's JACK runs every client's
+    Python callback inside its one process cycle, so on this shared machine a process left
+    without a core for a moment stalls every port at once (no box has that: ALSA's sequencer
+    reads on a thread of its own). A bridge that loses notes, reorders them or plays them on
+    arrival fails every try."""
+    problems: list[str] = []
+    for attempt in range(PHRASES):
+        notes = [first_note + attempt + step for step in (0, 4, 7, 12)]
+        problem = await phrase_heard(keys, synth, notes, gaps_ms)
+        if not problem:
+            return
+        problems.append(problem)
+    raise AssertionError("; ".join(problems))
+
+
+def released(synth: Synth, note: int) -> bool:
+    after = synth.messages()
+    return (
+        mido.Message("note_off", note=note, velocity=0) in after
+        and mido.Message("control_change", control=123, value=0) in after
+    )
+
+
+async def test_notes_cross_both_ways_in_rhythm_and_are_released_when_the_session_ends(
+    pipewire: PipeWire,
+    jack: Jack,
+    clocked_server: RunningServer,
+    rooms: tuple[Room, Room],
+    tmp_path: Path,
+) -> None:
+    home_room, school_room = rooms
+    pair = seed_pair(clocked_server.url, clocked_server.admin_headers)
+    tag = uuid.uuid4().hex[:6]
+    with (
+        pipewire.box(f"midi_home_{tag}") as home_card,
+        pipewire.box(f"midi_school_{tag}") as school_card,
+    ):
+        env = {
+            **rig_environment(pipewire),  # after the cards: it names the ALSA files they made
+            # The boxes' MIDI is this test's JACK server, and never a default one they start.
+            "JACK_DEFAULT_SERVER": jack.name,
+            "JACK_NO_START_SERVER": "1",
+        }
+        configs = {
+            role: write_config(
+                tmp_path / role.value,
+                server_ws=clocked_server.ws_url,
+                token=token,
+                role=role,
+                audio=card.settings,
+                host_addresses=["127.0.0.1"],
+                keyboard=True,
+                midi=room.settings,
+            )
+            for role, token, card, room in (
+                (PartyKind.CARE_HOME, pair.care_home_token, home_card, home_room),
+                (PartyKind.SCHOOL, pair.school_device_token, school_card, school_room),
+            )
+        }
+        with (
+            box_process(
+                configs[PartyKind.CARE_HOME],
+                runtime_dir=tmp_path / PartyKind.CARE_HOME.value / "run",
+                env=env,
+            ) as home,
+            box_process(
+                configs[PartyKind.SCHOOL],
+                runtime_dir=tmp_path / PartyKind.SCHOOL.value / "run",
+                env=env,
+            ) as school,
+        ):
+            await live(home, school)
+
+            # The care home plays to the school, and the school back to the care home.
+            await played_until_heard(
+                home_room.keys, school_room.synth, mido.Message("control_change", value=1)
+            )
+            await in_rhythm(home_room.keys, school_room.synth, [0, 600, 300, 900], 60)
+            await played_until_heard(
+                school_room.keys, home_room.synth, mido.Message("control_change", value=2)
+            )
+            await in_rhythm(school_room.keys, home_room.synth, [0, 450, 900, 300], 48)
+
+            # A note held in each room when the care home ends the session (START held).
+            # (Played again until heard: see in_rhythm on this machine's stalls.)
+            held_home = mido.Message("note_on", note=40, velocity=80)
+            held_school = mido.Message("note_on", note=41, velocity=80)
+            await played_until_heard(home_room.keys, school_room.synth, held_home)
+            await played_until_heard(school_room.keys, home_room.synth, held_school)
+            home.press("S")
+            await until(
+                lambda: released(school_room.synth, 40),
+                "the school releases 40",
+                synth=school_room.synth,
+            )
+            # Nobody let go of the keys: these note-offs (velocity 0, unlike the players' 64)
+            # and all-notes-off come from the boxes themselves.
+            await until(
+                lambda: released(home_room.synth, 41),
+                "the care home releases 41",
+                synth=home_room.synth,
+            )
+
+
+async def live(home: BoxProcess, school: BoxProcess) -> None:
+    await home.until_state(State.SESSION_SOON, seconds=LIVE_SECONDS)
+    await school.until_state(State.SESSION_SOON, seconds=LIVE_SECONDS)
+    school.press("s")
+    await school.until_state(State.WAITING, seconds=LIVE_SECONDS)
+    home.press("s")
+    await home.until_state(State.LIVE, seconds=LIVE_SECONDS)
+    await school.until_state(State.LIVE, seconds=LIVE_SECONDS)
