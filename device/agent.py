@@ -32,12 +32,15 @@ from device.audio.soundcard import CardFactory
 from device.controls.buttons import Buttons
 from device.controls.keyboard import Keyboard
 from device.controls.lights import Lights
+from device.controls.pad import Pad
 from device.lifecycle import actions as act
 from device.lifecycle import events as ev
 from device.lifecycle.machine import Machine
 from device.lifecycle.states import State
 from device.midi.bridge import MidiBridge
+from device.midi.errors import MidiError
 from device.midi.instrument import Instrument
+from device.midi.ports import Backend
 from device.midi.wire import Timed
 from device.net.links import LinkManager
 from device.net.sdp import tune_for_music
@@ -73,6 +76,7 @@ class _Parts:
     buttons: Buttons
     midi: MidiBridge
     keyboard: Keyboard | None = None
+    pad: Pad | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -162,6 +166,7 @@ class Agent:
             await self._carry_out(actions)
             await audio.start()
             midi.start()
+            parts.pad = self._open_pad()
             parts.tasks = [
                 asyncio.create_task(signalling.run(), name="twm-signalling"),
                 asyncio.create_task(self._tick(signalling), name="twm-tick"),
@@ -186,6 +191,26 @@ class Agent:
                     task.result()  # re-raise what ended a part that should run for ever
         finally:
             await self._shut_down(parts)
+
+    def _open_pad(self) -> Pad | None:
+        """The MIDI pad's buttons, when the settings name one (an extra, like MIDI: a box whose
+        pad cannot be opened still runs, on its other buttons)."""
+        midi = self._settings.midi
+        if midi.pad.port is None:
+            return None
+        try:
+            pad = Pad(
+                midi.pad,
+                Backend(midi.backend),
+                hold_seconds=self._settings.pins.hold_seconds,
+                on_event=self.post,
+            )
+        except MidiError as exc:
+            log.error("the MIDI pad is off: its port cannot be opened", error=str(exc))
+            return None
+        pad.start()
+        log.info("looking for the MIDI pad", port=midi.pad.port)
+        return pad
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -335,6 +360,8 @@ class Agent:
         if parts.keyboard is not None:
             parts.keyboard.close()
         parts.buttons.close()
+        if parts.pad is not None:
+            await parts.pad.aclose()
         await parts.links.aclose()
         await parts.midi.aclose()  # after the link: its last notes are released, then ports shut
         await parts.signalling.close()

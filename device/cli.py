@@ -3,11 +3,13 @@
 twm-device run [--config /etc/twm/device.toml]   # the box itself (systemd runs this)
 twm-device status [--json]                       # for a technician: how is this box?
 twm-device test-audio                            # play a tone, listen with the microphone
+twm-device midi [--seconds 30]                   # the MIDI ports, and what each instrument sends
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -258,6 +260,51 @@ def test_audio(config: ConfigOption = None) -> None:
         raise typer.Exit(1) from None
     # Reported, not judged: a speakerphone's own echo canceller may rightly remove its tone.
     console.print(result.summary(), markup=False)
+
+
+@app.command()
+def midi(
+    config: ConfigOption = None,
+    seconds: Annotated[
+        float, typer.Option(min=0, max=3600, help="How long to show what is played (0: list only).")
+    ] = 30.0,
+) -> None:
+    """List the MIDI ports, which setting picks each, and show what each instrument sends: to
+    fill in [midi] and map a pad in [midi.pad]."""
+    from device.midi.errors import MidiError  # rtmidi and mido: only for this command
+    from device.midi.monitor import describe, picked_by, watching
+    from device.midi.ports import Backend, port_names
+
+    settings = _settings(config)
+    backend = Backend(settings.midi.backend)
+    try:
+        inputs, outputs = port_names(backend)
+    except MidiError as exc:
+        errors.print(f"{exc} (midi.backend is {backend.value!r})", style="red", markup=False)
+        raise typer.Exit(1) from None
+    picked = picked_by(settings.midi, inputs, outputs)
+    table = Table("MIDI port", "kind", "picked by", title=f"MIDI ports ({backend.value})")
+    for names, kind in ((inputs, "instrument (input)"), (outputs, "synth (output)")):
+        for name in names:
+            table.add_row(name, kind, picked.get(name, "-"))
+    console.print(table)
+    if not inputs or seconds == 0:
+        if not inputs:
+            console.print("No instrument is plugged in (or its USB cable is charge-only).")
+        return
+
+    def show(port: str, message: Any) -> None:  # on rtmidi's threads; Rich's console locks
+        if message.is_realtime:  # a clock's 24 ticks a beat would bury the notes
+            return
+        console.print(f"{port}: {describe(message, port, settings.midi)}", markup=False)
+
+    with watching(backend, inputs, show):
+        console.print(
+            f"Play each instrument, press each pad: what they send shows here for "
+            f"{seconds:g} s (Ctrl-C stops)."
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            time.sleep(seconds)
 
 
 @app.command()

@@ -105,6 +105,66 @@ class PinSettings(_Section):
         return self
 
 
+PAD_BUTTONS = ("start", "clap", "heart", "volume_up", "volume_down", "mute")
+_PAD_KINDS = {"note": "note", "cc": "cc", "control": "cc", "controller": "cc"}
+
+
+def pad_key(text: str) -> tuple[Literal["note", "cc"], int]:
+    """``"note 36"`` → ``("note", 36)``, ``"cc 20"`` → ``("cc", 20)``; ValueError otherwise."""
+    words = text.split()
+    kind = _PAD_KINDS.get(words[0].casefold()) if len(words) == 2 else None
+    number = words[1] if len(words) == 2 else ""
+    if kind is None or not number.isdigit() or not 0 <= int(number) <= 127:
+        raise ValueError(
+            f"{text!r} is not a pad key: write 'note N' or 'cc N' with N from 0 to 127 "
+            "(`twm-device midi` shows what each pad sends)"
+        )
+    return ("note" if kind == "note" else "cc"), int(number)
+
+
+class PadSettings(_Section):
+    """A MIDI pad standing in for the big buttons (``device.controls.pad``): off unless ``port``
+    names it. The defaults are the first six pads of most pads' factory setting (notes 36 to 41,
+    General MIDI's drum notes)."""
+
+    port: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the pad: a case-insensitive part of its MIDI port's name; none: no pad",
+    )
+    channel: int | None = Field(
+        default=None, ge=1, le=16, description="the pad's MIDI channel (1 to 16); none: any"
+    )
+    start: str = Field(default="note 36", description="START: 'note N' or 'cc N'")
+    clap: str = "note 37"
+    heart: str = "note 38"
+    volume_up: str = "note 39"
+    volume_down: str = "note 40"
+    mute: str = "note 41"
+
+    @model_validator(mode="after")
+    def _keys_are_distinct(self) -> PadSettings:
+        if self.port is not None and not self.port.strip():
+            raise ValueError("midi.pad.port is blank: name the pad's port, or leave it out")
+        used: dict[tuple[str, int], str] = {}
+        for name in PAD_BUTTONS:
+            try:
+                key = pad_key(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"midi.pad.{name}: {exc}") from None
+            if key in used:
+                raise ValueError(
+                    f"midi.pad.{name} and midi.pad.{used[key]} are both {key[0]} {key[1]}"
+                )
+            used[key] = name
+        return self
+
+    def buttons(self) -> dict[tuple[str, int], str]:
+        """``("note", 36)`` → ``"start"``, for every button."""
+        return {pad_key(getattr(self, name)): name for name in PAD_BUTTONS}
+
+
 class MidiSettings(_Section):
     """MIDI instruments played across the link (``device.midi``); none unless named."""
 
@@ -132,6 +192,9 @@ class MidiSettings(_Section):
             "steady delay added to the other side's notes so that bunched packets keep their "
             "rhythm; more smooths a jittery network, less is closer to live"
         ),
+    )
+    pad: PadSettings = Field(
+        default_factory=PadSettings, description="a MIDI pad as the big buttons"
     )
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from device import status as status_file
 from device.audio.virtual import ALSA_CONF, PipeWire
@@ -82,16 +84,17 @@ def write_config(
 
 
 def _midi_section(midi: MidiSettings) -> str:
-    def names(patterns: Sequence[str]) -> str:
-        return ", ".join(f'"{pattern}"' for pattern in patterns)
+    return _toml_table("midi", midi.model_dump(exclude_none=True))
 
-    return (
-        "[midi]\n"
-        f"inputs = [{names(midi.inputs)}]\n"
-        f"outputs = [{names(midi.outputs)}]\n"
-        f'backend = "{midi.backend}"\n'
-        f"playout_ms = {midi.playout_ms}\n"
-    )
+
+def _toml_table(name: str, values: dict[str, Any]) -> str:
+    """A settings section as TOML (JSON's strings, numbers and arrays are TOML's too)."""
+    tables = {key: value for key, value in values.items() if isinstance(value, dict)}
+    lines = [f"[{name}]"] + [
+        f"{key} = {json.dumps(value)}" for key, value in values.items() if key not in tables
+    ]
+    nested = [_toml_table(f"{name}.{key}", value) for key, value in tables.items()]
+    return "\n".join(lines) + "\n" + "".join(nested)
 
 
 @dataclass

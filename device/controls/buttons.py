@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Callable
 from functools import partial
 
@@ -23,13 +22,12 @@ from gpiozero import Button
 from gpiozero.exc import GPIOZeroError
 from gpiozero.pins import Factory
 
+from device.controls.start_press import StartPress
 from device.errors import ControlsError
 from device.lifecycle.events import (
     Event,
     MutePressed,
     ReactPressed,
-    StartHeld,
-    StartPressed,
     VolumePressed,
 )
 from device.settings import PinSettings
@@ -66,7 +64,7 @@ class Buttons:
         self._on_event = on_event
         self._closed = False
         self._buttons: list[Button] = []
-        self._start = _StartPress(self._emit)
+        self._start = StartPress(self._emit)
         try:
             start = self._open(factory, settings, "start")
             start.hold_time = settings.hold_seconds
@@ -102,32 +100,3 @@ class Buttons:
         # A closed loop raises RuntimeError: the box is stopping and nobody is left to tell.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._on_event, event)
-
-
-class _StartPress:
-    """Tells a short press of START from a hold: exactly one event per press.
-
-    gpiozero's hold timer and the release arrive on different threads, and a release right at
-    the hold time can race the timer; the lock makes whichever comes first decide.
-    """
-
-    def __init__(self, emit: Callable[[Event], None]) -> None:
-        self._emit = emit
-        self._lock = threading.Lock()
-        self._down = False  # pressed, and neither held nor released yet
-
-    def pressed(self) -> None:
-        with self._lock:
-            self._down = True
-
-    def held(self) -> None:
-        with self._lock:
-            decided, self._down = self._down, False
-        if decided:
-            self._emit(StartHeld())
-
-    def released(self) -> None:
-        with self._lock:
-            decided, self._down = self._down, False
-        if decided:
-            self._emit(StartPressed())

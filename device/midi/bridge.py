@@ -127,6 +127,7 @@ class MidiBridge:
             on_message=self.played_here,
             on_change=_log_ports,
             poll_seconds=self._poll_seconds,
+            avoid_inputs=[midi.pad.port] if midi.pad.port else [],
         )
         ports.start()
         return ports

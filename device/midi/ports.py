@@ -119,6 +119,9 @@ class MidiPorts:
     second for nothing); ``on_change`` gets the new ``PortsState`` whenever a port opened or
     closed. Both are called on the event loop ``start`` was called on.
 
+    ``avoid_inputs`` (name patterns) keeps inputs out that another part of the box owns: the
+    MIDI pad's, whose notes are the buttons and must not also be played across.
+
     Raises ``MidiPortError`` at once when rtmidi lacks ``backend``; a port that is missing,
     will not open or fails later is only logged and looked for again.
     """
@@ -133,11 +136,13 @@ class MidiPorts:
         on_change: Callable[[PortsState], None] | None = None,
         accept: Callable[[mido.Message], bool] = travels,
         poll_seconds: float = POLL_SECONDS,
+        avoid_inputs: Sequence[str] = (),
     ) -> None:
         self.backend = backend
-        self._mido = _mido_backend(backend)
+        self._mido = mido_backend(backend)
         self._input_patterns = tuple(inputs)
         self._output_patterns = tuple(outputs)
+        self._avoid_patterns = tuple(avoid_inputs)
         self._on_message = on_message
         self._on_change = on_change
         self._accept = accept
@@ -275,6 +280,8 @@ class MidiPorts:
             self._listers = None  # a new client next time: the MIDI system may have restarted
             return
         self._listing_failed = False
+        avoided = {choose(pattern, input_names) for pattern in self._avoid_patterns}
+        input_names = [name for name in input_names if name not in avoided]
         changed = self._follow(self._inputs, self._input_patterns, input_names, self._open_input)
         changed |= self._follow(
             self._outputs, self._output_patterns, output_names, self._open_output
@@ -345,7 +352,23 @@ class MidiPorts:
             self._to_loop(self._on_change, state)
 
 
-def _mido_backend(backend: Backend) -> Any:
+def port_names(backend: Backend) -> tuple[list[str], list[str]]:
+    """The input and output ports there are now, by name (``MidiPortError`` when the MIDI
+    system cannot be listed: no ALSA sequencer, no JACK server)."""
+    mido_backend(backend)  # says plainly when rtmidi lacks the backend
+    try:
+        midi_in = rtmidi.MidiIn(rtapi=backend.rtmidi_api)
+        midi_out = rtmidi.MidiOut(rtapi=backend.rtmidi_api)
+        try:
+            return list(midi_in.get_ports()), list(midi_out.get_ports())
+        finally:
+            midi_in.delete()
+            midi_out.delete()
+    except rtmidi.RtMidiError as exc:
+        raise MidiPortError(f"cannot list the {backend.value} MIDI ports: {exc}") from None
+
+
+def mido_backend(backend: Backend) -> Any:
     """mido's rtmidi backend for ``backend``, or ``MidiPortError`` when it cannot be had."""
     try:
         chosen = mido.Backend(backend.mido_name, load=True)
