@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aioice.ice
 import pytest
 from playwright.async_api import BrowserContext, async_playwright
 
@@ -39,3 +40,21 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
             yield context
         finally:
             await context.close()
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiortc offers only 127.0.0.1, so the media between a page and an aiortc peer stays on
+    loopback (aioice leaves loopback out by default, which would also fail in a namespace whose
+    only interface is lo). Test modules use it with ``pytest.mark.usefixtures``."""
+
+    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback)
+
+
+@pytest.fixture
+def problems() -> list[str]:
+    """Uncaught errors and rejections in the page; each test ends by checking there were none."""
+    return []

@@ -156,7 +156,7 @@ async def test_the_bridge_s_inputs_never_open_the_pad(jack: Jack) -> None:
     ports = MidiPorts(
         Backend.JACK,
         inputs=[tag, f"Pad-{tag}"],
-        on_message=lambda message: None,
+        on_message=lambda message, t_ms: None,
         poll_seconds=POLL,
         avoid_inputs=[f"pad-{tag}"],
     )

@@ -23,7 +23,7 @@ from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import AudioStreamTrack
 
 from device.midi.bridge import MidiBridge
-from device.midi.wire import Timed
+from device.midi.wire import Timed, now_ms
 from device.net.link import Link
 from device.settings import MidiSettings
 from session_server.protocol import (
@@ -300,8 +300,13 @@ async def test_a_link_that_ends_releases_the_notes_it_left_sounding(
     await eventually(lambda: school_ports.state.outputs, "the school's synth open")
 
     # Played on the care home's side (no port: straight into the bridge, as its ports would).
-    pair.home_bridge.played_here(mido.Message("control_change", channel=2, control=64, value=127))
-    pair.home_bridge.played_here(mido.Message("note_on", channel=2, note=50, velocity=70))
+    played_at = now_ms()
+    pair.home_bridge.played_here(
+        mido.Message("control_change", channel=2, control=64, value=127), played_at
+    )
+    pair.home_bridge.played_here(
+        mido.Message("note_on", channel=2, note=50, velocity=70), played_at
+    )
     await eventually(lambda: heard.of_type("note_on"), "the held note sounds at the school")
     assert pair.school_bridge.sounding == {(2, 50)}
 
@@ -334,6 +339,6 @@ async def test_notes_played_with_no_live_link_are_dropped_not_kept(pair: Pair) -
         "the care home's MIDI channel closes",
     )
     for note in range(60, 64):
-        pair.home_bridge.played_here(mido.Message("note_on", note=note, velocity=80))
+        pair.home_bridge.played_here(mido.Message("note_on", note=note, velocity=80), now_ms())
     await eventually(lambda: pair.home_bridge.unsent_dropped == 4, "four notes dropped")
     assert pair.home_bridge.sent == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -13,11 +14,14 @@ import mido
 import pytest
 
 from device.midi.ports import MAX_QUEUED, Backend, MidiPorts, PortsState, choose
+from device.midi.wire import now_ms
 from device.settings import MidiSettings
 from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
 
 WAIT_SECONDS = 10.0  # a failsafe for something that never happens; never a measurement
 POLL = 0.05
+# Far longer than JACK takes to deliver a note (a few of its 5 ms cycles).
+BUSY_SECONDS = 0.5
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:
@@ -38,12 +42,14 @@ class Box:
 
     def __init__(self) -> None:
         self.messages: list[mido.Message] = []
+        self.stamps: list[float] = []
         self.states: list[PortsState] = []
         self.threads: set[int] = set()
 
-    def on_message(self, message: mido.Message) -> None:
+    def on_message(self, message: mido.Message, t_ms: float) -> None:
         self.threads.add(threading.get_ident())
         self.messages.append(message)
+        self.stamps.append(t_ms)
 
     def on_change(self, state: PortsState) -> None:
         self.threads.add(threading.get_ident())
@@ -124,6 +130,28 @@ async def test_an_instrument_plugged_in_after_start_is_noticed_and_played_on_the
             mido.Message("note_off", note=60),
         ]
         assert box.threads == {threading.get_ident()}  # all handed over to the event loop
+    finally:
+        await ports.aclose()
+
+
+async def test_a_message_is_stamped_when_it_arrives_not_when_the_loop_gets_to_it(
+    jack: Jack, box: Box, virtual_ports: list[Any]
+) -> None:
+    """The stamp is the note's place in the rhythm: a loop busy with audio must not move it."""
+    name = unique("Keys")
+    keys = jack.backend.open_output(name, virtual=True, client_name=name)
+    virtual_ports.append(keys)
+    ports = MidiPorts(Backend.JACK, inputs=[name], on_message=box.on_message, poll_seconds=POLL)
+    ports.start()
+    try:
+        await until(lambda: bool(ports.state.inputs), "the keyboard is opened")
+        played_at = now_ms()
+        keys.send(mido.Message("note_on", note=60, velocity=99))
+        # The loop is busy (with the GIL free, as in numpy or a codec): blocking on purpose.
+        time.sleep(BUSY_SECONDS)  # noqa: ASYNC251
+        loop_free_at = now_ms()
+        await until(lambda: bool(box.messages), "the note arrives")
+        assert played_at <= box.stamps[0] < loop_free_at
     finally:
         await ports.aclose()
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aioice.ice
 import httpx
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
@@ -27,7 +26,7 @@ from tests.conftest import RunningServer
 from tests.seed import seed_pair
 from tests.standin_device import StandinDevice
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("loopback_only")]
 
 CARE_HOME = "Rosewood"
 SCHOOL = "Hillside"
@@ -53,23 +52,6 @@ def seeded(server: RunningServer) -> Seeded:
         device_token=pair.care_home_token,
         access_code=pair.access_code,
     )
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """aiortc offers only 127.0.0.1, so the media stays on loopback (aioice leaves loopback out
-    by default, which would also fail in a namespace whose only interface is lo)."""
-
-    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"]
-
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback)
-
-
-@pytest.fixture
-def problems() -> list[str]:
-    """Uncaught errors and rejections in the page; each test ends by checking there were none."""
-    return []
 
 
 async def open_page(browser: BrowserContext, server: RunningServer, problems: list[str]) -> Page:

@@ -14,7 +14,6 @@ import json
 import time
 from typing import Any
 
-import aioice.ice
 import mido
 import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
@@ -41,25 +40,10 @@ from tests.seed import seed_pair
 from tests.standin_device import StandinDevice
 from tests.test_school_page_e2e import STARTS_AT, WAIT_MS, eventually, open_page, sign_in
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("loopback_only")]
 
 NOTE_ON = 0x90
 NOTE_OFF = 0x80
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """aiortc offers only 127.0.0.1 (as in test_school_page_e2e): the media stays on loopback."""
-
-    def loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"]
-
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback)
-
-
-@pytest.fixture
-def problems() -> list[str]:
-    return []
 
 
 class MidiStandin(StandinDevice):

@@ -84,8 +84,8 @@ class Pad:
         self._cancel_hold()
         await self._ports.aclose()
 
-    def received(self, message: mido.Message) -> None:
-        """A message from the pad (on the loop)."""
+    def received(self, message: mido.Message, _t_ms: float = 0.0) -> None:
+        """A message from the pad (on the loop; when it arrived does not matter here)."""
         if self._closed or not self._claims(message):
             return
         button = self._keys[_key(message)]

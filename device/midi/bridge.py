@@ -8,8 +8,8 @@ side's notes to this room's instrument.
     await bridge.aclose()
 
 Sending: each message from an input port is stamped with this box's monotonic clock as it
-reaches the loop, and everything that arrived in the same turn of the loop goes as one batch
-(``wire.batches``), so a chord costs one data-channel message. What cannot be sent (no live
+arrives (on rtmidi's thread), and everything that reached the loop in the same turn goes as one
+batch (``wire.batches``), so a chord costs one data-channel message. What cannot be sent (no live
 link) is dropped, never kept: a note played into a dead link would sound late and out of
 rhythm when it came back. At most ``MAX_UNSENT`` messages wait for the next turn.
 
@@ -134,14 +134,15 @@ class MidiBridge:
 
     # --- this room's instruments → the link ----------------------------------------------------
 
-    def played_here(self, message: mido.Message) -> None:
-        """A message from one of this room's instruments (on the loop)."""
+    def played_here(self, message: mido.Message, t_ms: float) -> None:
+        """A message from one of this room's instruments, played at ``t_ms`` (``wire.now_ms``),
+        on the loop."""
         if self._closed:
             return
         if len(self._unsent) >= MAX_UNSENT:
             self.unsent_dropped += 1
             return
-        self._unsent.append(wire.Timed(wire.now_ms(), message))
+        self._unsent.append(wire.Timed(t_ms, message))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             # The next turn of the loop: whatever else arrived in this one joins the batch.

@@ -2,7 +2,7 @@
 
     ports = MidiPorts(
         Backend.ALSA, inputs=["Launchkey"], outputs=["Roland"],
-        on_message=sender.played,                  # called on the event loop
+        on_message=bridge.played_here,             # (message, t_ms), on the event loop
         on_change=lambda state: log.info("midi", inputs=state.inputs),
     )
     ports.start()                                  # on the event loop
@@ -20,7 +20,9 @@ of that may hold up the event loop, which also runs the audio link and the butto
 puts messages on a bounded queue; a port that raises is closed and looked for again at the next
 scan. Ports are listed every ``poll_seconds`` (an instrument plugged in is played within about
 that long); a port that is no longer listed is closed. An input's messages arrive on rtmidi's own
-thread and are handed to the loop with ``call_soon_threadsafe``.
+thread, are stamped there (``wire.now_ms``: the loop may be busy with audio for a few ms, and a
+stamp taken there would move the note off its beat) and are handed to the loop with
+``call_soon_threadsafe``.
 
 Never chosen: ports of rtmidi's own clients (``RtMidiIn Client``, ``RtMidiOut Client``: the ports
 this process, or another box on the same machine, opened), and, by a partial name, ALSA's
@@ -44,7 +46,7 @@ import rtmidi  # type: ignore[import-untyped]  # python-rtmidi ships no type inf
 import structlog
 
 from device.midi.errors import MidiPortError
-from device.midi.wire import travels
+from device.midi.wire import now_ms, travels
 
 log = structlog.get_logger("twm.midi")
 
@@ -114,7 +116,8 @@ _SCAN = _Scan()
 class MidiPorts:
     """Keeps the inputs and outputs named by ``inputs`` / ``outputs`` (name patterns) open.
 
-    ``on_message`` gets each message from an input for which ``accept`` is true (by default the
+    ``on_message(message, t_ms)`` gets each message from an input for which ``accept`` is true
+    with the moment it arrived (``wire.now_ms``) (by default the
     channel-voice messages that can cross the link: a MIDI clock would wake the loop 48 times a
     second for nothing); ``on_change`` gets the new ``PortsState`` whenever a port opened or
     closed. Both are called on the event loop ``start`` was called on.
@@ -132,7 +135,7 @@ class MidiPorts:
         *,
         inputs: Sequence[str] = (),
         outputs: Sequence[str] = (),
-        on_message: Callable[[mido.Message], None],
+        on_message: Callable[[mido.Message, float], None],
         on_change: Callable[[PortsState], None] | None = None,
         accept: Callable[[mido.Message], bool] = travels,
         poll_seconds: float = POLL_SECONDS,
@@ -231,7 +234,7 @@ class MidiPorts:
     def _received(self, message: mido.Message) -> None:
         # On rtmidi's thread.
         if self._accept(message):
-            self._to_loop(self._on_message, message)
+            self._to_loop(self._on_message, message, now_ms())
 
     # --- the worker thread ---------------------------------------------------------------------
 
