@@ -5,11 +5,14 @@ network namespace whose only way out is a veth pair; the server listens on the h
 The school's box runs in this process on the host. Each box has its own virtual sound card on
 the PipeWire rig: a tone plays in the care home's room, and an ear listens to the school's
 speaker. The veth is taken down for 10 s mid-session (a care home's router dropping) and put
-back; nobody presses anything.
+back; nobody presses anything. Each room also has a MIDI instrument and synth (on the rig's JACK
+server) and holds a note across the link when the cut comes.
 
 What it proves: both boxes notice (reconnecting: the school's state in this process, the care
-home's in the status file it writes), the tone stops reaching the school, and once the link is
-back both boxes are live again by themselves and the tone comes out of the school's speaker again.
+home's in the status file it writes), the tone stops reaching the school, each box releases the
+note the other side left sounding on its synth (that note-off will never come), and once the link
+is back both boxes are live again by themselves and the tone comes out of the school's speaker
+again.
 The care home's status file tells the truth throughout (its state, ON-AIR off while the link is
 down, the same room, the same process), and so does ``twm-device status`` run beside it.
 
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mido
 import pytest
 
 from device.audio.soundcard import sounddevice_card
@@ -42,6 +46,8 @@ from tests.box_process import (
 )
 from tests.box_support import RunningBox, running_box, until
 from tests.conftest import RunningServer, serving
+from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
+from tests.midi_rig import Room, played_until_heard, released
 from tests.netns import Namespace, namespace
 from tests.pipewire import PipeWire, pipewire_fixture  # noqa: F401
 from tests.room_sound import Ear, ear_on, tone_in_room
@@ -79,9 +85,25 @@ async def live_and_hearing(home: BoxProcess, school: RunningBox, ear: Ear, secon
     await until(ear.flowing, "the care home's tone coming out of the school's speaker", seconds)
 
 
+@pytest.fixture
+def rooms(jack: Jack) -> Iterator[tuple[Room, Room]]:
+    home, school = Room(jack, "CutHome"), Room(jack, "CutSchool")
+    try:
+        yield home, school
+    finally:
+        home.close()
+        school.close()
+
+
 async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
-    pipewire: PipeWire, ns: Namespace, veth_server: RunningServer, tmp_path: Path
+    pipewire: PipeWire,
+    ns: Namespace,
+    veth_server: RunningServer,
+    rooms: tuple[Room, Room],
+    jack: Jack,
+    tmp_path: Path,
 ) -> None:
+    home_room, school_room = rooms
     pair = seed_pair(veth_server.url, veth_server.admin_headers)
     tag = secrets.token_hex(3)
     with (
@@ -99,6 +121,7 @@ async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
             host_addresses=[ns.ns_ip],
             allow_insecure=True,  # ws:// to another host (the veth), a test network
             keyboard=True,
+            midi=home_room.settings,
         )
         school_config = write_config(
             tmp_path / "school",
@@ -108,12 +131,18 @@ async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
             audio=school_card.settings,
             host_addresses=[ns.host_ip],
             allow_insecure=True,
+            midi=school_room.settings,  # this process's JACK is the rig's (tests/jack.py)
         )
         with box_process(
             home_config,
             runtime_dir=tmp_path / "home" / "run",
             prefix=ns.exec(),
-            env=rig_environment(pipewire),  # the rig's sockets are files: reachable from the ns
+            # The rig's sockets (PipeWire's, JACK's) are files: reachable from the namespace.
+            env={
+                **rig_environment(pipewire),
+                "JACK_DEFAULT_SERVER": jack.name,
+                "JACK_NO_START_SERVER": "1",
+            },
         ) as home:
             async with running_box(load(school_config), sounddevice_card) as school:
                 await home.until_state(State.SESSION_SOON)
@@ -127,6 +156,13 @@ async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
                 live = home.status
                 assert live is not None and live.on_air and live.room is not None
                 assert live.pid == home.process.pid  # this box wrote it (ip netns exec execs)
+                # A note held in each room, heard in the other, when the cut comes.
+                await played_until_heard(
+                    home_room.keys, school_room.synth, mido.Message("note_on", note=40)
+                )
+                await played_until_heard(
+                    school_room.keys, home_room.synth, mido.Message("note_on", note=41)
+                )
 
                 ns.cut()
                 loop = asyncio.get_running_loop()
@@ -139,6 +175,17 @@ async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(
                     )
                     await home.until_state(State.RECONNECTING, seconds=NOTICE_SECONDS)
                     await until(ear.silent, "the tone to stop reaching the school", NOTICE_SECONDS)
+                    # Released by each box itself (note-off, velocity 0, then all notes off).
+                    await until(
+                        lambda: released(school_room.synth, 40),
+                        "the school box to release the care home's note",
+                        NOTICE_SECONDS,
+                    )
+                    await until(
+                        lambda: released(home_room.synth, 41),
+                        "the care-home box to release the school's note",
+                        NOTICE_SECONDS,
+                    )
                     await asyncio.sleep(max(0.0, cut_at + CUT_SECONDS - loop.time()))
                     assert school.state is State.RECONNECTING
                     cut = home.status

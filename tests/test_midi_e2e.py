@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,78 +25,22 @@ import mido
 import pytest
 
 from device.lifecycle.states import State
-from device.settings import MidiSettings, PadSettings
 from session_server.protocol import PartyKind
 from session_server.settings import ServerSettings
 from tests.box_process import BoxProcess, box_process, rig_environment, write_config
 from tests.conftest import RunningServer, serving
 from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
+from tests.midi_rig import Room, Synth, played_until_heard, released, until
 from tests.pipewire import PipeWire, pipewire_fixture  # noqa: F401  (provides ``pipewire``)
 from tests.running_clock import RunningClock
 from tests.seed import seed_pair
 
 LIVE_SECONDS = 40.0  # failsafes for a busy shared machine, never measurements
-HEARD_SECONDS = 20.0
 PHRASE_SECONDS = 5.0
 # See tests/test_midi_bridge.py: the intervals are several times this and differ by more.
 RHYTHM_TOLERANCE_MS = 100.0
 PHRASES = 3
 START_PAD = mido.Message("note_on", note=36, velocity=100)  # START's key in the default mapping
-PLAYOUT_MS = 200.0  # the most the settings allow: room for a busy machine's hiccups
-
-
-class Synth:
-    """A synth port's side: what arrived and when (``time.monotonic()``, on JACK's thread)."""
-
-    def __init__(self, jack: Jack, name: str) -> None:
-        self.lock = threading.Lock()
-        self.heard: list[tuple[float, mido.Message]] = []
-        self.port = jack.backend.open_input(name, virtual=True, client_name=name, callback=self)
-
-    def __call__(self, message: mido.Message) -> None:
-        with self.lock:
-            self.heard.append((time.monotonic(), message))
-
-    def messages(self) -> list[mido.Message]:
-        with self.lock:
-            return [message for _, message in self.heard]
-
-    def onsets(self, notes: list[int]) -> list[tuple[float, int]]:
-        with self.lock:
-            return [
-                (at, m.note)
-                for at, m in self.heard
-                if m.type == "note_on" and m.velocity > 0 and m.note in notes
-            ]
-
-
-class Room:
-    """One room's instrument and synth, and the settings that name them for its box."""
-
-    def __init__(self, jack: Jack, name: str) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.keys_name, synth_name = f"{name}Keys-{tag}", f"{name}Synth-{tag}"
-        pad_name = f"{name}Pad-{tag}"
-        # The pad first: JACK lists it first, where a box that did not avoid it would take it.
-        self.pad = jack.backend.open_output(pad_name, virtual=True, client_name=pad_name)
-        self.keys = jack.backend.open_output(
-            self.keys_name, virtual=True, client_name=self.keys_name
-        )
-        self.synth = Synth(jack, synth_name)
-        self.settings = MidiSettings(
-            # The room's name alone: it matches the pad too, which the box must leave to the
-            # buttons (its notes are never played across).
-            inputs=[name],
-            outputs=[synth_name],
-            backend="jack",
-            playout_ms=PLAYOUT_MS,
-            pad=PadSettings(port=pad_name),
-        )
-
-    def close(self) -> None:
-        self.keys.close()
-        self.pad.close()
-        self.synth.port.close()
 
 
 @pytest.fixture
@@ -116,29 +59,6 @@ def rooms(jack: Jack) -> Iterator[tuple[Room, Room]]:
     finally:
         home.close()
         school.close()
-
-
-async def until(
-    check: Any, what: str, seconds: float = HEARD_SECONDS, synth: Synth | None = None
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check():
-        if loop.time() > deadline:
-            heard = f"; it heard {synth.messages()[-12:]}" if synth is not None else ""
-            raise AssertionError(f"gave up waiting for {what}{heard}")
-        await asyncio.sleep(0.02)
-
-
-async def played_until_heard(keys: Any, synth: Synth, probe: mido.Message) -> None:
-    """Play ``probe`` every so often until the far synth hears it: the boxes open their ports
-    by polling, and JACK makes a connection real at its next cycle (a bounded wait)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HEARD_SECONDS
-    while probe not in synth.messages():
-        assert loop.time() < deadline, f"the probe never reached {synth.port.name}"
-        keys.send(probe)
-        await asyncio.sleep(0.25)
 
 
 async def phrase_heard(keys: Any, synth: Synth, notes: list[int], gaps_ms: list[int]) -> str:
@@ -178,14 +98,6 @@ async def in_rhythm(keys: Any, synth: Synth, gaps_ms: list[int], first_note: int
             return
         problems.append(problem)
     raise AssertionError("; ".join(problems))
-
-
-def released(synth: Synth, note: int) -> bool:
-    after = synth.messages()
-    return (
-        mido.Message("note_off", note=note, velocity=0) in after
-        and mido.Message("control_change", control=123, value=0) in after
-    )
 
 
 async def test_notes_cross_both_ways_in_rhythm_and_are_released_when_the_session_ends(
