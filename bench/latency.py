@@ -83,6 +83,7 @@ from bench.udp_proxy import Faults
 from device.audio.virtual import Box, PipeWire
 from device.errors import AudioError
 from device.lifecycle.states import State
+from device.settings import MidiSettings
 from session_server.protocol import PartyKind, Route
 from session_server.settings import ServerSettings
 from tests.box_process import BoxProcess, box_process, rig_environment, write_config
@@ -394,22 +395,23 @@ def link_route(box: BoxProcess) -> str:
 async def live_boxes(
     pipewire: PipeWire,
     work: Path,
-    condition: Condition,
-    profile: str,
-    home_card: Box,
-    school_card: Box,
+    faults: Faults | None,
+    cards: dict[PartyKind, Box],
+    *,
+    env: dict[str, str] | None = None,
+    midi: dict[PartyKind, MidiSettings] | None = None,
 ) -> AsyncIterator[tuple[BoxProcess, BoxProcess, Proxy | None]]:
-    """The server (and coturn behind the proxy), both box processes, in a live session."""
+    """The server (and coturn behind a proxy with ``faults``, relay only), both box processes
+    (with ``env`` added to their environment and ``midi`` their MIDI settings), in a live
+    session."""
     with contextlib.ExitStack() as stack:
         proxy: Proxy | None = None
         extra: dict[str, Any] = {}
-        env = rig_environment(pipewire) | {"TWM_DEVICE_AUDIO__PROFILE": PROFILES[profile]}
-        if condition.faults is not None:
+        env = rig_environment(pipewire) | (env or {})
+        if faults is not None:
             turn = stack.enter_context(running_coturn(work / "coturn"))
             turn_port = int(turn.url.split(":")[2].split("?")[0])
-            proxy = stack.enter_context(
-                proxy_process(turn_port, condition.faults, seed=secrets.randbits(32))
-            )
+            proxy = stack.enter_context(proxy_process(turn_port, faults, seed=secrets.randbits(32)))
             extra = {
                 "turn_urls": [f"turn:127.0.0.1:{proxy.port}?transport=udp"],
                 "turn_secret": SecretStr(turn.secret),
@@ -431,13 +433,14 @@ async def live_boxes(
                 server_ws=server.ws_url,
                 token=token,
                 role=kind,
-                audio=card.settings,
+                audio=cards[kind].settings,
                 host_addresses=["127.0.0.1"],
                 keyboard=True,
+                midi=None if midi is None else midi[kind],
             )
-            for kind, token, card in (
-                (PartyKind.CARE_HOME, pair.care_home_token, home_card),
-                (PartyKind.SCHOOL, pair.school_device_token, school_card),
+            for kind, token in (
+                (PartyKind.CARE_HOME, pair.care_home_token),
+                (PartyKind.SCHOOL, pair.school_device_token),
             )
         }
         home, school = (
@@ -483,7 +486,13 @@ async def run_once(pipewire: PipeWire, work: Path, condition: Condition, profile
             work / "ear.raw",
         ) as ear,
     ):
-        async with live_boxes(pipewire, work, condition, profile, home_card, school_card) as (
+        async with live_boxes(
+            pipewire,
+            work,
+            condition.faults,
+            {PartyKind.CARE_HOME: home_card, PartyKind.SCHOOL: school_card},
+            env={"TWM_DEVICE_AUDIO__PROFILE": PROFILES[profile]},
+        ) as (
             home,
             school,
             proxy,

@@ -156,8 +156,8 @@ def test_the_top_level_holds_the_default_box_and_the_table_every_run_side_by_sid
     printed = io.StringIO()
     Console(file=printed, width=250).print(table(parsed))
     text = printed.getvalue()
-    assert "the box as configured" in text and "played on arrival" in text
-    assert "not relay" in text and "audio's added latency" in text
+    assert "the box as configured" in text and "on arrival" in text
+    assert "not relay" in text and "audio (music)" in text
 
 
 def test_without_the_default_run_the_top_level_says_why_instead_of_figures() -> None:
