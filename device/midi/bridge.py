@@ -178,6 +178,17 @@ class MidiBridge:
 
     def link_ended(self) -> None:
         """The link the notes came on is gone: silence what sounds, forget what waits."""
+        if self.sent or self.played:
+            # Since the box started: what a technician needs to tell a lost note's cause.
+            playout = self._playout
+            log.info(
+                "midi so far",
+                sent=self.sent,
+                not_sent=self.unsent_dropped,
+                played=self.played,
+                dropped_late=playout.dropped_late,
+                played_late=playout.played_late,
+            )
         self._playout.reset()
         self._unsent.clear()
         released = self._sounding.release()
