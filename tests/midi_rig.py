@@ -26,12 +26,13 @@ PLAYOUT_MS = 200.0  # the most the settings allow: room for a busy machine's hic
 
 
 class Synth:
-    """A synth port's side: what arrived and when (``time.monotonic()``, on JACK's thread)."""
+    """A synth port's side: what arrived and when (``time.monotonic()``, as it was polled:
+    ``tests.jack.Listener``)."""
 
     def __init__(self, jack: Jack, name: str) -> None:
         self.lock = threading.Lock()
         self.heard: list[tuple[float, mido.Message]] = []
-        self.port = jack.backend.open_input(name, virtual=True, client_name=name, callback=self)
+        self.port = jack.listen(name, self)
 
     def __call__(self, message: mido.Message) -> None:
         with self.lock:

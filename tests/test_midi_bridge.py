@@ -73,7 +73,8 @@ class DirectSignals:
 
 
 class Heard:
-    """A synth port's side: what arrived and when (``time.monotonic()``, on JACK's thread)."""
+    """A synth port's side: what arrived and when (``time.monotonic()``, as it was polled:
+    ``tests.jack.Listener``)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -237,9 +238,7 @@ async def test_notes_played_into_one_box_come_out_of_the_other_in_order_and_in_r
     keys = jack.backend.open_output(keys_name, virtual=True, client_name=keys_name)
     virtual_ports.append(keys)
     heard = Heard()
-    synth = jack.backend.open_input(
-        synth_name, virtual=True, client_name=synth_name, callback=heard
-    )
+    synth = jack.listen(synth_name, heard)
     virtual_ports.append(synth)
     pair.home_bridge = bridge(MidiSettings(inputs=[keys_name], backend="jack"), pair.home.link)
     pair.school_bridge = bridge(
@@ -286,9 +285,7 @@ async def test_a_link_that_ends_releases_the_notes_it_left_sounding(
 ) -> None:
     synth_name = unique("SchoolSynth")
     heard = Heard()
-    synth = jack.backend.open_input(
-        synth_name, virtual=True, client_name=synth_name, callback=heard
-    )
+    synth = jack.listen(synth_name, heard)
     virtual_ports.append(synth)
     pair.school_bridge = bridge(
         MidiSettings(outputs=[synth_name], backend="jack"), pair.school.link

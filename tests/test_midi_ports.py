@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import mido
 import pytest
+import rtmidi  # type: ignore[import-untyped]
 
 from device.midi.ports import MAX_QUEUED, Backend, MidiPorts, PortsState, choose
 from device.midi.wire import now_ms
@@ -156,12 +157,45 @@ async def test_a_message_is_stamped_when_it_arrives_not_when_the_loop_gets_to_it
         await ports.aclose()
 
 
+async def test_running_status_and_clock_bytes_inside_notes_lose_no_note(
+    jack: Jack, box: Box
+) -> None:
+    """Events whose bytes are not one whole message each (a raw-MIDI bridge's, some USB
+    drivers'): mido's own input would drop all but the first and the last."""
+    name = unique("RawKeys")
+    raw = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=name)
+    raw.open_virtual_port(name)
+    ports = MidiPorts(Backend.JACK, inputs=[name], on_message=box.on_message, poll_seconds=POLL)
+    ports.start()
+    try:
+        await until(lambda: bool(ports.state.inputs), "the keyboard is opened")
+        # (rtmidi sends at most 3 bytes an event, so the running status spans events.)
+        raw.send_message([0x90, 60, 100])
+        raw.send_message([64, 90])  # running status: another note-on, with no status byte
+        raw.send_message([67, 80])  # and another
+        raw.send_message([0x80, 0xF8, 60])  # a clock tick inside a note-off …
+        raw.send_message([0])  # … that ends in the next event
+        raw.send_message([0xB0, 64, 127])  # a whole message, as usual
+        await until(lambda: len(box.messages) == 5, "five messages")
+        assert box.messages == [
+            mido.Message("note_on", note=60, velocity=100),
+            mido.Message("note_on", note=64, velocity=90),
+            mido.Message("note_on", note=67, velocity=80),
+            mido.Message("note_off", note=60, velocity=0),
+            mido.Message("control_change", control=64, value=127),
+        ]
+    finally:
+        await ports.aclose()
+        raw.close_port()
+        raw.delete()
+
+
 async def test_messages_sent_to_a_synth_reach_it_in_order(
     jack: Jack, box: Box, virtual_ports: list[Any]
 ) -> None:
     name = unique("Synth")
     heard: list[mido.Message] = []
-    synth = jack.backend.open_input(name, virtual=True, client_name=name, callback=heard.append)
+    synth = jack.listen(name, heard.append)
     virtual_ports.append(synth)
     ports = MidiPorts(
         Backend.JACK, outputs=["SYNTH-" + name[6:]], on_message=box.on_message, poll_seconds=POLL
@@ -183,9 +217,7 @@ async def test_an_instrument_pulled_out_is_closed_and_opened_again_when_it_is_ba
 ) -> None:
     keys_name, synth_name = unique("Pad"), unique("Synth")
     heard: list[mido.Message] = []
-    synth = jack.backend.open_input(
-        synth_name, virtual=True, client_name=synth_name, callback=heard.append
-    )
+    synth = jack.listen(synth_name, heard.append)
     keys = jack.backend.open_output(keys_name, virtual=True, client_name=keys_name)
     virtual_ports += [synth, keys]
     ports = MidiPorts(
@@ -260,7 +292,7 @@ async def test_a_synth_that_raises_is_closed_and_opened_again(
 ) -> None:
     name = unique("Synth")
     heard: list[mido.Message] = []
-    synth = jack.backend.open_input(name, virtual=True, client_name=name, callback=heard.append)
+    synth = jack.listen(name, heard.append)
     virtual_ports.append(synth)
     ports = _FaultyPorts(
         Backend.JACK,
@@ -292,7 +324,7 @@ async def test_a_hanging_synth_never_blocks_the_loop_and_excess_is_dropped_and_c
 ) -> None:
     name = unique("Synth")
     heard: list[mido.Message] = []
-    synth = jack.backend.open_input(name, virtual=True, client_name=name, callback=heard.append)
+    synth = jack.listen(name, heard.append)
     virtual_ports.append(synth)
     ports = _FaultyPorts(
         Backend.JACK, outputs=[name], on_message=box.on_message, poll_seconds=POLL, fault="hang"

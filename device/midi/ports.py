@@ -20,7 +20,8 @@ of that may hold up the event loop, which also runs the audio link and the butto
 puts messages on a bounded queue; a port that raises is closed and looked for again at the next
 scan. Ports are listed every ``poll_seconds`` (an instrument plugged in is played within about
 that long); a port that is no longer listed is closed. An input's messages arrive on rtmidi's own
-thread, are stamped there (``wire.now_ms``: the loop may be busy with audio for a few ms, and a
+thread (made whole by ``InputPort``: running status and clock bytes inside a note lose nothing),
+are stamped there (``wire.now_ms``: the loop may be busy with audio for a few ms, and a
 stamp taken there would move the note off its beat) and are handed to the loop with
 ``call_soon_threadsafe``.
 
@@ -46,6 +47,7 @@ import rtmidi  # type: ignore[import-untyped]  # python-rtmidi ships no type inf
 import structlog
 
 from device.midi.errors import MidiPortError
+from device.midi.input_port import InputPort
 from device.midi.wire import now_ms, travels
 
 log = structlog.get_logger("twm.midi")
@@ -331,7 +333,7 @@ class MidiPorts:
         return changed
 
     def _open_input(self, name: str) -> Any:
-        return self._mido.open_input(name, callback=self._received)
+        return InputPort(self.backend.rtmidi_api, name, self._received)
 
     def _open_output(self, name: str) -> Any:
         return self._mido.open_output(name)

@@ -1,0 +1,69 @@
+"""One MIDI input port, opened with rtmidi itself and its bytes made whole by ``StreamParser``.
+
+    port = InputPort(Backend.ALSA, "Launchkey Mini:Launchkey Mini MIDI 1 24:0", on_message)
+    ...                                  # on_message(message) on rtmidi's thread
+    port.close()
+
+Why not mido's rtmidi input: it makes one message of each event's bytes (``Message.from_bytes``)
+and drops the event when that fails, so an event that carries running status (several notes
+after one status byte) or a clock byte inside a note loses every note in it. ALSA's sequencer
+and JACK usually hand over whole messages, but not every raw-MIDI bridge and USB driver does;
+the parser takes whatever comes and keeps running status from one event to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mido
+import rtmidi  # type: ignore[import-untyped]  # python-rtmidi ships no type information
+import structlog
+
+from device.midi.parser import StreamParser
+
+log = structlog.get_logger("twm.midi")
+
+
+class InputPort:
+    """The port named ``name`` (exactly, as rtmidi lists it) on rtmidi's ``api``; ``OSError``
+    when it is not there or will not open."""
+
+    def __init__(self, api: int, name: str, on_message: Callable[[mido.Message], None]) -> None:
+        self.name = name
+        self._on_message = on_message
+        self._parser = StreamParser()
+        self._failed = False
+        self._rt = rtmidi.MidiIn(rtapi=api)
+        try:
+            names = list(self._rt.get_ports())
+            if name not in names:
+                raise OSError(f"no MIDI input {name!r} now")
+            try:
+                self._rt.open_port(names.index(name))
+            except rtmidi.RtMidiError as exc:
+                raise OSError(f"cannot open {name!r}: {exc}") from None
+            # Events that are only a sysex, a clock tick or active sensing never reach Python
+            # (a clock would wake it 48 times a second for nothing that travels); a clock byte
+            # inside a note's bytes is the parser's to skip.
+            self._rt.ignore_types(sysex=True, timing=True, active_sense=True)
+            self._rt.set_callback(self._received)
+        except BaseException:
+            self._rt.delete()
+            raise
+
+    def close(self) -> None:
+        self._rt.cancel_callback()  # before closing: no callback may run into a closed port
+        self._rt.close_port()
+        self._rt.delete()
+
+    def _received(self, event: tuple[list[int], float], _data: Any = None) -> None:
+        # On rtmidi's thread: an exception here would only be printed, so it is logged once.
+        data, _delta = event
+        try:
+            for message in self._parser.feed(data):
+                self._on_message(message)
+        except Exception as exc:
+            if not self._failed:
+                log.warning("a MIDI input's message was lost", port=self.name, error=str(exc))
+            self._failed = True
