@@ -1,8 +1,16 @@
 """One MIDI input port, opened with rtmidi itself and its bytes made whole by ``StreamParser``.
 
-    port = InputPort(Backend.ALSA, "Launchkey Mini:Launchkey Mini MIDI 1 24:0", on_message)
-    ...                                  # on_message(message) on rtmidi's thread
+    port = InputPort(rtmidi.API_LINUX_ALSA, "Launchkey Mini:Launchkey Mini MIDI 1 24:0",
+                     on_message)        # on_message(message) on rtmidi's thread (or the poller's)
     port.close()
+
+On JACK the port is polled from a thread of its own instead of called back: python-rtmidi runs
+a callback on JACK's process thread, where it waits for Python's GIL, and a busy box's wait can
+outlast JACK cycles; JACK2 then hands the late reader the writer's next buffer and rtmidi reads
+the first event again where the others were (seen in the tests: a note-off three times, the two
+messages behind it lost). Polled, rtmidi queues the events on JACK's thread without Python; the
+poll (every ``JACK_POLL_SECONDS``) is the most a stamp can be late. ALSA's sequencer calls back
+on a thread of rtmidi's own and queues in the kernel meanwhile: nothing is lost there.
 
 Why not mido's rtmidi input: it makes one message of each event's bytes (``Message.from_bytes``)
 and drops the event when that fails, so an event that carries running status (several notes
@@ -13,6 +21,8 @@ the parser takes whatever comes and keeps running status from one event to the n
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +35,9 @@ from device.midi.parser import StreamParser
 log = structlog.get_logger("twm.midi")
 
 
+JACK_POLL_SECONDS = 0.002
+
+
 class InputPort:
     """The port named ``name`` (exactly, as rtmidi lists it) on rtmidi's ``api``; ``OSError``
     when it is not there or will not open."""
@@ -34,7 +47,9 @@ class InputPort:
         self._on_message = on_message
         self._parser = StreamParser()
         self._failed = False
-        self._rt = rtmidi.MidiIn(rtapi=api)
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._rt = rtmidi.MidiIn(rtapi=api, queue_size_limit=4096)
         try:
             names = list(self._rt.get_ports())
             if name not in names:
@@ -47,15 +62,33 @@ class InputPort:
             # (a clock would wake it 48 times a second for nothing that travels); a clock byte
             # inside a note's bytes is the parser's to skip.
             self._rt.ignore_types(sysex=True, timing=True, active_sense=True)
-            self._rt.set_callback(self._received)
+            if api == rtmidi.API_UNIX_JACK:
+                self._poller = threading.Thread(
+                    target=self._poll, name=f"midi-in {name}", daemon=True
+                )
+                self._poller.start()
+            else:
+                self._rt.set_callback(self._received)
         except BaseException:
             self._rt.delete()
             raise
 
     def close(self) -> None:
-        self._rt.cancel_callback()  # before closing: no callback may run into a closed port
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
+        else:
+            self._rt.cancel_callback()  # before closing: no callback may run into a closed port
         self._rt.close_port()
         self._rt.delete()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            event = self._rt.get_message()
+            if event is None:
+                time.sleep(JACK_POLL_SECONDS)
+            else:
+                self._received(event)
 
     def _received(self, event: tuple[list[int], float], _data: Any = None) -> None:
         # On rtmidi's thread: an exception here would only be printed, so it is logged once.
