@@ -108,10 +108,10 @@ def start_jack() -> tuple[Jack, dict[str, str | None]]:
     saved = {key: os.environ.get(key) for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
-    # Real-time (-R; the suite runs as root): every client's process thread then runs at a
-    # real-time priority, above the suite's other work. Without it, a writing client that
-    # missed a cycle on the busy machine left its last buffer for readers to take again: the
-    # test heard one note-off three times and lost the two controller messages behind it.
+    # Real-time (-R; the suite runs as root): JACK's cycles and every client's process thread
+    # run above the suite's other work (a VM under emulation among it), so they keep time.
+    # (What lost messages under load was a reader waiting for the GIL on JACK's thread:
+    # see Listener.)
     process = subprocess.Popen(
         ["jackd", "-n", name, "-R", "-d", "dummy", "-r", "48000", "-p", "256"],
         stdout=subprocess.DEVNULL,
