@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import secrets
 import statistics
 import tempfile
@@ -43,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.logs import quiet_logs
+from bench.machine import machine
 from device.audio.soundcard import sounddevice_card
 from device.audio.virtual import PipeWire
 from device.controls.keyboard import HOLD_MARGIN_SECONDS
@@ -371,17 +371,6 @@ async def _starts(rig: Rig, repeats: int, where: str) -> list[StartSample]:
     return samples
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "tone_hz": TONE_HZ,
-        "heard_threshold_rms": HEARD,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
 def table(results: dict[str, Any]) -> Table:
     out = Table(title="twm boxes on this machine (seconds)")
     out.add_column("measure")
@@ -456,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         progress.print(f"[red]the benchmark could not finish:[/] {exc}")
         return 1
-    results["machine"] = machine()
+    results["machine"] = machine(tone_hz=TONE_HZ, heard_threshold_rms=HEARD)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -34,10 +34,8 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +44,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -79,6 +76,7 @@ from bench.clicks import (
 )
 from bench.graph import GraphError, Recording, copying, monitor, playing, recording
 from bench.logs import quiet_logs
+from bench.machine import machine, stop_on_sigterm
 from bench.udp_proxy import Faults
 from device.audio.virtual import Box, PipeWire
 from device.errors import AudioError
@@ -869,20 +867,6 @@ def table(results: dict[str, Any]) -> Table:
     return out
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "tone_hz": TONE_HZ,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.latency",
@@ -924,7 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not only or any(c not in known for c in only):
             parser.error(f"--conditions: a comma-separated list of {', '.join(known)}")
     quiet_logs()
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     try:
         # A failing box prints its last lines (tests/box_process.py): to stderr, not the JSON.
         with contextlib.redirect_stdout(sys.stderr):
@@ -938,7 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.print("[red]interrupted[/]: everything it started has been stopped")
         return 130
     results["targets"] = TARGETS
-    results["machine"] = machine()
+    results["machine"] = machine(tone_hz=TONE_HZ)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -48,20 +48,16 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import queue
 import random
 import secrets
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import mido
@@ -76,6 +72,7 @@ from bench.clicks import summary
 from bench.graph import GraphError
 from bench.latency import BenchError, Proxy, link_route
 from bench.logs import quiet_logs
+from bench.machine import machine, stop_on_sigterm
 from bench.udp_proxy import Faults
 from device.audio.virtual import PipeWire
 from device.errors import AudioError
@@ -684,20 +681,6 @@ def table(results: dict[str, Any]) -> Table:
     return out
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_avg": [round(x, 2) for x in os.getloadavg()],
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
-
-
 def failed(results: dict[str, Any]) -> bool:
     parts = [results.get("rig") or {}, results.get("audio") or {}]
     parts += [run for runs in results["runs"].values() for run in runs.values()]
@@ -739,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not playouts:
         parser.error("--playouts: at least one")
     quiet_logs()
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     try:
         # A failing box prints its last lines (tests/box_process.py): to stderr, not the JSON.
         with contextlib.redirect_stdout(sys.stderr):

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from typing import Any
 import mido
 import pytest
 import rtmidi  # type: ignore[import-untyped]
+
+from device.midi.input_port import InputPort
 
 START_SECONDS = 10.0  # a failsafe for a server that never comes up; never a measurement
 
@@ -51,52 +52,20 @@ class Jack:
             self.process.wait()
 
 
-class Listener:
-    """A virtual JACK input read by polling, never with an rtmidi callback.
-
-    python-rtmidi runs an input's callback on JACK's process thread, where it waits for the
-    GIL. In a test process (a server, an event loop, other threads) that wait can outlast JACK
-    cycles, and JACK2 then hands the late reader the writer's next, cleared buffer: rtmidi reads
-    the first event again where the rest were (a note-off heard three times, the two messages
-    behind it lost). Polled, rtmidi queues the events on JACK's thread without Python, and this
-    thread hands them over; the stamps a callback takes are then at most ``POLL_SECONDS`` late.
-    """
+class Listener(InputPort):
+    """A virtual JACK input (a test's synth), polled like a box's JACK inputs (see
+    ``device.midi.input_port``): a callback would run on JACK's process thread and wait there
+    for the GIL, which a test process (a server, an event loop, other threads) can hold past
+    JACK's cycles; JACK2 then hands the late reader the writer's next, cleared buffer (a
+    note-off heard three times, the two messages behind it lost). Polled this often, a stamp
+    the callback takes is at most ``POLL_SECONDS`` late."""
 
     POLL_SECONDS = 0.0005
 
     def __init__(self, name: str, callback: Callable[[mido.Message], None]) -> None:
-        self.name = f"{name}:{name}"  # as JACK lists it: the client's name, then the port's
-        self._callback = callback
-        self._rt = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name=name, queue_size_limit=4096)
-        self._rt.open_virtual_port(name)
-        self._rt.ignore_types(sysex=True, timing=True, active_sense=True)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name=f"listen-{name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def closed(self) -> bool:
-        return self._stop.is_set()
-
-    def close(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._thread.join()
-        self._rt.close_port()
-        self._rt.delete()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            event = self._rt.get_message()
-            if event is None:
-                time.sleep(self.POLL_SECONDS)
-                continue
-            try:
-                message = mido.Message.from_bytes(event[0])
-            except ValueError:
-                continue  # not one whole message: these tests send none
-            self._callback(message)
+        super().__init__(
+            rtmidi.API_UNIX_JACK, name, callback, virtual=True, poll_seconds=self.POLL_SECONDS
+        )
 
 
 def start_jack() -> tuple[Jack, dict[str, str | None]]:
@@ -161,6 +130,16 @@ def jack_fixture() -> Iterator[Jack]:
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
+
+
+@pytest.fixture(name="virtual_ports")
+def virtual_ports_fixture(jack: Jack) -> Iterator[list[Any]]:
+    """Instruments and synths a test makes; closed at the end even if the test failed."""
+    made: list[Any] = []
+    yield made
+    for port in made:
+        if not port.closed:
+            port.close()
 
 
 def _end_portaudio() -> None:

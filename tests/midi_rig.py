@@ -14,11 +14,14 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import mido
+import pytest
 
 from device.settings import MidiSettings, PadSettings
+from tests import box_support
 from tests.jack import Jack
 
 HEARD_SECONDS = 20.0  # a failsafe for a busy shared machine, never a measurement
@@ -80,16 +83,27 @@ class Room:
         self.synth.port.close()
 
 
+@pytest.fixture(name="rooms")
+def rooms_fixture(jack: Jack) -> Iterator[tuple[Room, Room]]:
+    """The care home's room and the school's, their ports closed however the test ends."""
+    home, school = Room(jack, "Home"), Room(jack, "School")
+    try:
+        yield home, school
+    finally:
+        home.close()
+        school.close()
+
+
 async def until(
     check: Any, what: str, seconds: float = HEARD_SECONDS, synth: Synth | None = None
 ) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check():
-        if loop.time() > deadline:
-            heard = f"; it heard {synth.messages()[-12:]}" if synth is not None else ""
-            raise AssertionError(f"gave up waiting for {what}{heard}")
-        await asyncio.sleep(0.02)
+    """``tests.box_support.until``, saying what ``synth`` last heard when it gives up."""
+    try:
+        await box_support.until(check, what, seconds)
+    except AssertionError as exc:
+        if synth is None:
+            raise
+        raise AssertionError(f"{exc}; it heard {synth.messages()[-12:]}") from None
 
 
 async def played_until_heard(keys: Any, synth: Synth, probe: mido.Message) -> None:

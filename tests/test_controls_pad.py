@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import mido
@@ -24,20 +24,11 @@ from device.lifecycle.events import (
 from device.midi.ports import Backend, MidiPorts
 from device.settings import MidiSettings, PadSettings, pad_key
 from session_server.protocol import ReactionKind
+from tests.box_support import until
 from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
 
 HOLD_SECONDS = 0.3
-WAIT_SECONDS = 10.0  # a failsafe for something that never happens; never a measurement
 POLL = 0.05
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_SECONDS
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

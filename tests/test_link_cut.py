@@ -47,7 +47,12 @@ from tests.box_process import (
 from tests.box_support import RunningBox, running_box, until
 from tests.conftest import RunningServer, serving
 from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
-from tests.midi_rig import Room, played_until_heard, released
+from tests.midi_rig import (  # noqa: F401  (``rooms_fixture`` provides ``rooms``)
+    Room,
+    played_until_heard,
+    released,
+    rooms_fixture,
+)
 from tests.netns import Namespace, namespace
 from tests.pipewire import PipeWire, pipewire_fixture  # noqa: F401
 from tests.room_sound import Ear, ear_on, tone_in_room
@@ -83,16 +88,6 @@ async def live_and_hearing(home: BoxProcess, school: RunningBox, ear: Ear, secon
     await until(lambda: school.state is State.LIVE, "the school box live", seconds)
     await home.until_state(State.LIVE, seconds=seconds)
     await until(ear.flowing, "the care home's tone coming out of the school's speaker", seconds)
-
-
-@pytest.fixture
-def rooms(jack: Jack) -> Iterator[tuple[Room, Room]]:
-    home, school = Room(jack, "CutHome"), Room(jack, "CutSchool")
-    try:
-        yield home, school
-    finally:
-        home.close()
-        school.close()
 
 
 async def test_a_cut_link_is_rebuilt_by_the_boxes_themselves(

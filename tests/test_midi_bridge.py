@@ -13,7 +13,7 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,11 @@ from session_server.protocol import (
     Offer,
     Route,
 )
-from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
+from tests.jack import (  # noqa: F401  (fixtures: ``jack``, ``virtual_ports``)
+    Jack,
+    jack_fixture,
+    virtual_ports_fixture,
+)
 from tests.net_support import LOOPBACK, eventually
 
 ROOM = "s1@20261124T1400Z"
@@ -168,15 +172,6 @@ async def pair() -> AsyncIterator[Pair]:
                 await bridge.aclose()
         await made.home.link.close()
         await made.school.link.close()
-
-
-@pytest.fixture
-def virtual_ports(jack: Jack) -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for port in made:
-        if not port.closed:
-            port.close()
 
 
 async def _played_until_heard(keys: Any, probe: mido.Message, heard: Heard) -> None:

@@ -30,7 +30,14 @@ from session_server.settings import ServerSettings
 from tests.box_process import BoxProcess, box_process, rig_environment, write_config
 from tests.conftest import RunningServer, serving
 from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
-from tests.midi_rig import Room, Synth, played_until_heard, released, until
+from tests.midi_rig import (  # noqa: F401  (``rooms_fixture`` provides ``rooms``)
+    Room,
+    Synth,
+    played_until_heard,
+    released,
+    rooms_fixture,
+    until,
+)
 from tests.pipewire import PipeWire, pipewire_fixture  # noqa: F401  (provides ``pipewire``)
 from tests.running_clock import RunningClock
 from tests.seed import seed_pair
@@ -49,16 +56,6 @@ def clocked_server(server_settings: ServerSettings) -> Iterator[RunningServer]:
     (box processes keep time by the server's)."""
     with serving(server_settings, RunningClock(datetime(2026, 11, 24, 13, 50, tzinfo=UTC))) as up:
         yield up
-
-
-@pytest.fixture
-def rooms(jack: Jack) -> Iterator[tuple[Room, Room]]:
-    home, school = Room(jack, "Home"), Room(jack, "School")
-    try:
-        yield home, school
-    finally:
-        home.close()
-        school.close()
 
 
 async def phrase_heard(keys: Any, synth: Synth, notes: list[int], gaps_ms: list[int]) -> str:

@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import mido
@@ -17,21 +16,17 @@ import rtmidi  # type: ignore[import-untyped]
 from device.midi.ports import MAX_QUEUED, Backend, MidiPorts, PortsState, choose
 from device.midi.wire import now_ms
 from device.settings import MidiSettings
-from tests.jack import Jack, jack_fixture  # noqa: F401  (provides ``jack``)
+from tests.box_support import until
+from tests.jack import (  # noqa: F401  (fixtures: ``jack``, ``virtual_ports``)
+    Jack,
+    jack_fixture,
+    virtual_ports_fixture,
+)
 
 WAIT_SECONDS = 10.0  # a failsafe for something that never happens; never a measurement
 POLL = 0.05
 # Far longer than JACK takes to deliver a note (a few of its 5 ms cycles).
 BUSY_SECONDS = 0.5
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_SECONDS
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
 
 
 def unique(name: str) -> str:
@@ -60,16 +55,6 @@ class Box:
 @pytest.fixture
 def box() -> Box:
     return Box()
-
-
-@pytest.fixture
-def virtual_ports(jack: Jack) -> Iterator[list[Any]]:
-    """Instruments and synths a test makes; closed at the end even if the test failed."""
-    made: list[Any] = []
-    yield made
-    for port in made:
-        if not port.closed:
-            port.close()
 
 
 def test_a_name_pattern_picks_the_exact_name_first_then_the_first_partial_match() -> None:

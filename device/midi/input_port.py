@@ -40,24 +40,37 @@ JACK_POLL_SECONDS = 0.002
 
 class InputPort:
     """The port named ``name`` (exactly, as rtmidi lists it) on rtmidi's ``api``; ``OSError``
-    when it is not there or will not open."""
+    when it is not there or will not open.
 
-    def __init__(self, api: int, name: str, on_message: Callable[[mido.Message], None]) -> None:
-        self.name = name
+    ``virtual``: a port of its own named ``name``, for others to connect to (a test's synth),
+    rather than one that exists. ``poll_seconds``: how often a JACK port is polled.
+    """
+
+    def __init__(
+        self,
+        api: int,
+        name: str,
+        on_message: Callable[[mido.Message], None],
+        *,
+        virtual: bool = False,
+        poll_seconds: float = JACK_POLL_SECONDS,
+    ) -> None:
+        self.name = f"{name}:{name}" if virtual else name  # a virtual one as JACK lists it
         self._on_message = on_message
+        self._poll_seconds = poll_seconds
         self._parser = StreamParser()
         self._failed = False
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self._rt = rtmidi.MidiIn(rtapi=api, queue_size_limit=4096)
+        if virtual:
+            self._rt = rtmidi.MidiIn(rtapi=api, name=name, queue_size_limit=4096)
+        else:
+            self._rt = rtmidi.MidiIn(rtapi=api, queue_size_limit=4096)
         try:
-            names = list(self._rt.get_ports())
-            if name not in names:
-                raise OSError(f"no MIDI input {name!r} now")
-            try:
-                self._rt.open_port(names.index(name))
-            except rtmidi.RtMidiError as exc:
-                raise OSError(f"cannot open {name!r}: {exc}") from None
+            if virtual:
+                self._rt.open_virtual_port(name)
+            else:
+                self._open(name)
             # Events that are only a sysex, a clock tick or active sensing never reach Python
             # (a clock would wake it 48 times a second for nothing that travels); a clock byte
             # inside a note's bytes is the parser's to skip.
@@ -73,7 +86,13 @@ class InputPort:
             self._rt.delete()
             raise
 
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._poller is not None:
             self._poller.join()
@@ -82,11 +101,20 @@ class InputPort:
         self._rt.close_port()
         self._rt.delete()
 
+    def _open(self, name: str) -> None:
+        names = list(self._rt.get_ports())
+        if name not in names:
+            raise OSError(f"no MIDI input {name!r} now")
+        try:
+            self._rt.open_port(names.index(name))
+        except rtmidi.RtMidiError as exc:
+            raise OSError(f"cannot open {name!r}: {exc}") from None
+
     def _poll(self) -> None:
         while not self._stop.is_set():
             event = self._rt.get_message()
             if event is None:
-                time.sleep(JACK_POLL_SECONDS)
+                time.sleep(self._poll_seconds)
             else:
                 self._received(event)
 
